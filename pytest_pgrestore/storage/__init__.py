@@ -1,0 +1,53 @@
+"""Read-only access to a backup store.
+
+An :class:`ObjectStore` has no write, delete or copy method: the harness holds no write path to
+the backup store at all.  Keys are relative to the source's prefix and use ``/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Iterator, Protocol
+
+__all__ = ["ObjectInfo", "ObjectStore", "open_store"]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str  # relative to the store's prefix, e.g. "wal/000000010000000000000003"
+    size: int
+    last_modified: datetime  # timezone-aware UTC
+    etag: str | None = None
+
+
+class ObjectStore(Protocol):
+    #: what to show a user: ``s3://bucket/prefix (endpoint http://127.0.0.1:8333)``
+    description: str
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (recursive), in key order."""
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """The object's info, or ``None`` when it does not exist."""
+
+    def open(self, key: str) -> BinaryIO:
+        """A streaming, read-only file object over the whole object."""
+
+    def read_tail(self, key: str, nbytes: int) -> bytes:
+        """The last ``nbytes`` bytes (or the whole object when smaller)."""
+
+    def close(self) -> None: ...
+
+
+def open_store(source, settings=None) -> ObjectStore:
+    """Open the store a parsed :class:`~pytest_pgrestore.config.Source` points at."""
+    if source.scheme == "file":
+        from .local import LocalStore
+
+        return LocalStore(source.path)
+    if source.scheme == "s3":
+        from .s3 import S3Store
+
+        return S3Store(source.bucket, source.prefix, settings=settings)
+    raise ValueError(f"unsupported scheme {source.scheme!r}")  # config.parse_source refuses these first
