@@ -300,6 +300,13 @@ class BaseBackupFormat:
         return Materialized(pgdata=pgdata, bytes_fetched=sum(r[0] for r in results),
                             bytes_written=sum(r[1] for r in results), manifest=manifest, tablespaces=links)
 
+    def find_wal(self, name: str) -> str | None:
+        """A fresh lookup of one WAL file (any compression suffix); None when absent."""
+        for info in self.store.list(f"wal/{name}"):
+            if strip_suffix(info.key[len("wal/"):])[0] == name:
+                return info.key
+        return None
+
     def open_wal(self, key: str) -> BinaryIO:
         return open_decompressed(self.store.open(key), key)
 

@@ -1,0 +1,224 @@
+"""The WAL spool and the restore_command wrapper, with its exit-code contract.
+
+The harness (which alone holds credentials) fetches the planned segments in parallel into a
+spool directory ahead of replay.  ``restore_command`` is a POSIX-sh wrapper that only moves
+files out of the spool; it never talks to the store.  The contract with PostgreSQL:
+
+* exit 0   — the file was moved to ``%p``;
+* exit 1   — "absent": only for a name outside the plan that the harness confirmed missing;
+             a planned segment is waited for and never answered absent;
+* exit 200+— anything else (harness gone, fetch failed, spool unusable): PostgreSQL treats a
+             status above 125 as fatal and aborts recovery instead of ending it early.
+
+The wrapper and the harness talk through files: ``req/<name>`` (wrapper asks),
+``<name>`` (ready), ``<name>.absent`` (confirmed missing), ``<name>.error`` (fetch failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WalSpool", "SpoolStats", "write_wrapper", "EXIT_CODES"]
+
+EXIT_CODES = {
+    200: "the requested file name is not a WAL file name",
+    201: "the spool directory is not writable",
+    202: "moving the file into pg_wal failed",
+    203: "the harness failed to fetch a file replay needs",
+    204: "the harness process is gone",
+    205: "waited too long for the harness",
+}
+
+_WRAPPER = """#!/bin/sh
+# restore_command wrapper written by pytest-pgrestore: moves WAL out of the spool the harness
+# fills; never reads the backup store.  Exit 1 only for a name the harness confirmed absent;
+# every failure exits >= 200 so PostgreSQL aborts recovery instead of ending it early.
+f="$1"; p="$2"; s='{spool}'; pid={pid}; limit={limit}
+case "$f" in ""|*[!0-9A-Za-z._-]*) exit 200;; esac
+waited=0
+while :; do
+  if [ -f "$s/$f" ]; then mv -f "$s/$f" "$p" || exit 202; exit 0; fi
+  [ -f "$s/$f.absent" ] && exit 1
+  [ -f "$s/$f.error" ] && exit 203
+  [ -d "/proc/$pid" ] || exit 204
+  [ -f "$s/req/$f" ] || : > "$s/req/$f" || exit 201
+  waited=$((waited + 1))
+  [ "$waited" -gt "$limit" ] && exit 205
+  sleep 0.02
+done
+"""
+
+
+def write_wrapper(path: Path, spool: Path, harness_pid: int, *, max_wait_s: float) -> Path:
+    """Write the wrapper script; ``max_wait_s`` bounds one wait (the restore timeout)."""
+    limit = max(1, int(max_wait_s / 0.02))
+    path.write_text(_WRAPPER.format(spool=str(spool).replace("'", ""), pid=harness_pid, limit=limit))
+    path.chmod(0o755)
+    return path
+
+
+@dataclass
+class SpoolStats:
+    segments: int = 0
+    bytes: int = 0
+    busy_seconds: float = 0.0
+    on_demand: list[str] = field(default_factory=list)  # names fetched outside the plan
+    absent: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class WalSpool:
+    """Prefetch ``plan.segments`` into ``spool_dir`` and answer the wrapper's requests."""
+
+    def __init__(self, fmt, plan, spool_dir: Path, *, owner: tuple[int, int] | None,
+                 concurrency: int = 4, window: int = 64,
+                 before_deliver: Callable[[str], None] | None = None) -> None:
+        self.fmt, self.plan, self.dir = fmt, plan, spool_dir
+        self.owner, self.concurrency, self.window = owner, concurrency, window
+        self.before_deliver = before_deliver  # test hook: a late or failing delivery
+        self.stats = SpoolStats()
+        self._planned = {name: i for i, name in enumerate(plan.segments)}
+        self._cursor = 0  # highest planned index replay has asked for
+        self._next = 0  # next planned index to prefetch
+        self._delivered: set[str] = set()
+        self._lock = threading.Condition()
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._threads: list[threading.Thread] = []
+        (self.dir / "req").mkdir(parents=True, exist_ok=True)
+        for d in (self.dir, self.dir / "req"):
+            d.chmod(0o700)
+            if owner:
+                os.chown(d, *owner)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> WalSpool:
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="wal-fetch")
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._prefetch_loop, name=f"wal-prefetch-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._request_loop, name="wal-requests", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        for t in self._threads:
+            t.join(timeout=10)
+        if self._pool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> WalSpool:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- prefetch --------------------------------------------------------------------------
+    def _prefetch_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                while not self._stop.is_set() and (
+                    self._next >= len(self.plan.segments) or self._next > self._cursor + self.window
+                ):
+                    self._lock.wait(0.2)
+                if self._stop.is_set():
+                    return
+                name = self.plan.segments[self._next]
+                self._next += 1
+            self._deliver(name, self.plan.segment_keys[name])
+
+    def _deliver(self, name: str, key: str) -> None:
+        started = time.monotonic()
+        tmp = self.dir / f".tmp.{name}.{threading.get_ident()}"
+        try:
+            if self.before_deliver:
+                self.before_deliver(name)
+            size = 0
+            with self.fmt.open_wal(key) as src, open(tmp, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                    size += len(chunk)
+                if self.owner:
+                    os.fchown(out.fileno(), *self.owner)
+            os.rename(tmp, self.dir / name)
+        except Exception as exc:  # any failure must reach the wrapper as a hard error
+            log.error("fetching %s (%s) failed: %s", name, key, exc)
+            tmp.unlink(missing_ok=True)
+            self.stats.errors[name] = f"{key}: {exc}"
+            self._mark(name, "error", f"{key}: {exc}\n")
+            return
+        with self._lock:
+            self.stats.segments += 1
+            self.stats.bytes += size
+            self.stats.busy_seconds += time.monotonic() - started
+            self._delivered.add(name)
+
+    def _mark(self, name: str, kind: str, text: str = "") -> None:
+        path = self.dir / f"{name}.{kind}"
+        path.write_text(text)
+        if self.owner:
+            os.chown(path, *self.owner)
+
+    # -- requests from the wrapper ---------------------------------------------------------
+    def _request_loop(self) -> None:
+        req = self.dir / "req"
+        while not self._stop.is_set():
+            try:
+                names = os.listdir(req)
+            except FileNotFoundError:
+                return
+            for name in names:
+                self._answer(name)
+                (req / name).unlink(missing_ok=True)
+            self._stop.wait(0.01)
+
+    def _answer(self, name: str) -> None:
+        if (self.dir / name).exists():
+            return
+        idx = self._planned.get(name)
+        if idx is not None:
+            with self._lock:
+                if idx > self._cursor:
+                    self._cursor = idx
+                    self._lock.notify_all()
+                refetch = name in self._delivered and idx < self._next
+                if refetch:
+                    self._delivered.discard(name)
+            if refetch:  # replay asked again for a segment it already consumed
+                self._pool.submit(self._deliver, name, self.plan.segment_keys[name])
+            return
+        if name in self.stats.on_demand or (self.dir / f"{name}.absent").exists():
+            return
+        self.stats.on_demand.append(name)
+        self._pool.submit(self._on_demand, name)
+
+    def _on_demand(self, name: str) -> None:
+        """A name outside the plan (history files, probes past the end): ask the store now."""
+        try:
+            key = self.fmt.find_wal(name)
+        except Exception as exc:
+            self.stats.errors[name] = str(exc)
+            self._mark(name, "error", f"{exc}\n")
+            return
+        if key is None:
+            self.stats.absent.append(name)
+            self._mark(name, "absent")
+            return
+        self._deliver(name, key)
+        with self._lock:
+            self._delivered.discard(name)
+            self.stats.on_demand.remove(name)  # a later request for it is a fresh one
