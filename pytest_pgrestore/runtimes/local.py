@@ -1,0 +1,135 @@
+"""The local runtime: a postgres process on this machine, run as a non-root user.
+
+The postmaster runs under a tiny POSIX-sh supervisor.  When the harness process disappears
+(SIGKILL, a crashed runner) the supervisor stops PostgreSQL and removes the run directory, so
+nothing of ours outlives the run — unless ``keep`` was written into the run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .binaries import PgBinaries
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LocalRuntime", "LocalServer", "server_owner"]
+
+_SUPERVISOR = """#!/bin/sh
+# Supervisor written by pytest-pgrestore: runs postgres; if the harness (pid {harness}) is gone
+# and the run was not kept, stop postgres and remove the run directory.
+run='{run_dir}'
+"$@" >>'{log_file}' 2>&1 &
+pg=$!
+echo "$pg" > "$run/postmaster.child"
+trap 'kill -INT $pg 2>/dev/null' INT TERM
+while kill -0 "$pg" 2>/dev/null; do
+  if [ ! -d /proc/{harness} ] && [ ! -f "$run/keep" ]; then
+    kill -INT "$pg" 2>/dev/null
+    i=0
+    while kill -0 "$pg" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL "$pg" 2>/dev/null
+    rm -rf "$run"
+    exit 0
+  fi
+  sleep 0.5
+done
+wait "$pg"
+"""
+
+_CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C", "LC_ALL": "C", "TZ": "UTC"}
+
+
+def server_owner(user: str = "postgres") -> tuple[int, int] | None:
+    """(uid, gid) the server must run as: ``user`` when we are root, else ourselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        from ..errors import PgRestoreError
+
+        raise PgRestoreError(f"we run as root and there is no {user!r} OS user to run PostgreSQL as",
+                             checked="getpwnam(%r)" % user,
+                             fix=f"create it (useradd --system {user}) or run as a non-root user") from None
+    return pw.pw_uid, pw.pw_gid
+
+
+@dataclass
+class LocalServer:
+    process: subprocess.Popen
+    run_dir: Path
+    host: str
+    port: int
+    socket_dir: str | None
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.run_dir / "postmaster.child").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL."""
+        pid = self.postmaster_pid()
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+            if self.process.poll() is not None:
+                return
+            if pid:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.process.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                log.warning("postgres (pid %s) ignored %s", pid, sig.name)
+        self.process.kill()
+        self.process.wait(5)
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, binaries: PgBinaries, *, owner: tuple[int, int] | None) -> None:
+        self.binaries = binaries
+        self.owner = owner
+
+    def start(self, *, run_dir: Path, pgdata: Path, config_file: Path, port: int, log_file: Path,
+              socket_dir: Path, settings: dict[str, str]) -> LocalServer:
+        sup = run_dir / "supervisor.sh"
+        sup.write_text(_SUPERVISOR.format(harness=os.getpid(), run_dir=run_dir, log_file=log_file))
+        sup.chmod(0o755)
+        if self.owner:
+            os.chown(sup, *self.owner)
+        argv = ["/bin/sh", str(sup), str(self.binaries.tool("postgres")), "-D", str(pgdata),
+                "-c", f"config_file={config_file}"]
+        for name, value in settings.items():
+            argv += ["-c", f"{name}={value}"]
+        kwargs = {}
+        if self.owner:
+            kwargs.update(user=self.owner[0], group=self.owner[1], extra_groups=[])
+        proc = subprocess.Popen(argv, cwd=run_dir, env=dict(_CLEAN_ENV), start_new_session=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, **kwargs)
+        return LocalServer(proc, run_dir, "127.0.0.1", port, str(socket_dir))
+
+
+def wait_gone(server: LocalServer, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,513 @@
+"""A backup store in an S3 bucket (AWS, MinIO, SeaweedFS, any plain-S3 endpoint).
+
+Read-only by construction: the class has no write method, and the boto3 client it holds refuses,
+before anything is sent, every operation that is not a read (see :data:`READ_OPERATIONS`).
+
+Settings come from AWS-style environment variables, each resolved with where it came from
+(:func:`s3_settings_from_env`).  Credentials follow the standard AWS chain; environment values are
+passed to boto3 only when present.
+
+Checked against SeaweedFS 4.x (``weed mini``): ListObjectsV2 and HeadObject both return ETag and
+LastModified (list and head agree, also for multipart objects); ``Range: bytes=-N`` works and
+returns the whole object when N exceeds its size, but a suffix range on an empty object is
+refused with InvalidRange (416), as AWS does; ``If-Match`` with a stale ETag gives
+PreconditionFailed (412).  A HEAD with a wrong secret gets a bare 403 (no body, so no error code).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timezone
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
+
+from ..errors import AccessDenied, SourceError, SourceNotFound, SourceUnreachable, UsageError
+from . import ObjectInfo
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+__all__ = ["S3Settings", "S3Store", "Sourced", "ObjectChanged", "s3_settings_from_env", "READ_OPERATIONS"]
+
+T = TypeVar("T")
+
+#: the only S3 operations an S3Store's client will send
+READ_OPERATIONS = frozenset({"ListObjectsV2", "HeadObject", "GetObject", "HeadBucket", "GetBucketLocation"})
+
+_ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")  # last: WAL-G's name
+_REGION_VARS = ("AWS_DEFAULT_REGION", "AWS_REGION")  # AWS_REGION: WAL-G's name, unknown to botocore
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Sourced(Generic[T]):
+    """A setting's value and where it came from (``"env AWS_ENDPOINT_URL"``, ``"default"``)."""
+
+    value: T
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.value} (from {self.source})"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3, resolved from the environment.  ``repr`` never shows credentials."""
+
+    endpoint_url: Sourced[str | None]
+    region: Sourced[str | None]  # None: left to the AWS profile, else us-east-1
+    path_style: Sourced[bool]
+    ca_bundle: Sourced[str | None]
+    profile: Sourced[str | None]
+    credentials_source: str = "AWS default chain"
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+def s3_settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
+    """Resolve :class:`S3Settings` from AWS-style variables (``os.environ`` by default).
+
+    Raises :class:`~pytest_pgrestore.errors.UsageError` naming the variable for a malformed value.
+    """
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    endpoint = Sourced(None, "AWS default for the region")
+    for name in _ENDPOINT_VARS:
+        if url := get(name):
+            if not url.startswith(("http://", "https://")):
+                raise UsageError(
+                    f"S3 endpoint {url!r} from env {name} is not a URL",
+                    fix=f"set {name} to http://host:port or https://host[:port]",
+                )
+            endpoint = Sourced(url.rstrip("/"), f"env {name}")
+            break
+
+    region = Sourced(None, f"AWS profile, else {DEFAULT_REGION}")
+    for name in _REGION_VARS:
+        if value := get(name):
+            region = Sourced(value, f"env {name}")
+            break
+
+    if (raw := get("AWS_S3_FORCE_PATH_STYLE")) is not None:
+        path_style = Sourced(_parse_bool(raw, "AWS_S3_FORCE_PATH_STYLE"), "env AWS_S3_FORCE_PATH_STYLE")
+    elif endpoint.value is not None:
+        path_style = Sourced(True, f"custom endpoint ({endpoint.source})")
+    else:
+        path_style = Sourced(False, "default (virtual-hosted when the bucket name allows)")
+
+    ca_bundle = get("AWS_CA_BUNDLE")
+    profile = get("AWS_PROFILE")
+    key_id, secret = get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")
+    if (key_id is None) != (secret is None):
+        have, missing = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")[:: 1 if key_id else -1]
+        raise UsageError(
+            f"env {have} is set but {missing} is not",
+            fix=f"set both (or neither, to use AWS_PROFILE or another credential source); {missing} is missing",
+        )
+    return S3Settings(
+        endpoint_url=endpoint,
+        region=region,
+        path_style=path_style,
+        ca_bundle=Sourced(ca_bundle, "env AWS_CA_BUNDLE" if ca_bundle else "system CA store"),
+        profile=Sourced(profile, "env AWS_PROFILE" if profile else "default"),
+        credentials_source="env AWS_ACCESS_KEY_ID" if key_id else "AWS default chain",
+        access_key_id=key_id,
+        secret_access_key=secret,
+        session_token=get("AWS_SESSION_TOKEN") if key_id else None,
+    )
+
+
+def _parse_bool(raw: str, name: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise UsageError(f"env {name}={raw!r} is not a boolean", fix=f"set {name} to true or false")
+
+
+class ObjectChanged(SourceError):
+    """An object no longer has the ETag it had when the read began (``open_range(etag=...)``)."""
+
+
+class S3Store:
+    """Objects under ``s3://bucket/prefix``; keys are relative to the prefix."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        env: Mapping[str, str] | None = None,
+        settings: S3Settings | None = None,
+    ) -> None:
+        if not bucket or "/" in bucket:
+            raise UsageError(f"bad S3 bucket name {bucket!r}", fix="write the source as s3://bucket/prefix")
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.settings = settings if settings is not None else s3_settings_from_env(env)
+        self._client, self._region, self._key_hint = _make_client(self.settings)
+        self._boto_errors = (BotoCoreError, ClientError)
+        self.endpoint: str = self._client.meta.endpoint_url
+        self.description = f"s3://{bucket}/{self.prefix.rstrip('/')} (endpoint {self.endpoint})"
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.description!r})"
+
+    def __enter__(self) -> S3Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def config_summary(self) -> dict[str, Any]:
+        """What the store connects with and where each value came from; never a secret."""
+        s = self.settings
+        return {
+            "endpoint": self.endpoint,
+            "endpoint_source": s.endpoint_url.source,
+            "region": self._region.value,
+            "region_source": self._region.source,
+            "path_style": s.path_style.value,
+            "path_style_source": s.path_style.source,
+            "ca_bundle": s.ca_bundle.value,
+            "ca_bundle_source": s.ca_bundle.source,
+            "profile": s.profile.value,
+            "credentials_source": s.credentials_source,
+        }
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix`` in key order; folder markers (keys ending in ``/``) are skipped."""
+        full = self.prefix + prefix
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                for obj in page.get("Contents", ()):
+                    if not obj["Key"].endswith("/"):
+                        yield _info(obj["Key"][len(self.prefix) :], obj, obj["Size"])
+        except self._boto_errors as exc:
+            raise self._error(exc, "ListObjectsV2", full) from exc
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        full = self.prefix + key
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=full)
+        except self._boto_errors as exc:
+            if _http_status(exc) == 404:
+                return None
+            raise self._error(exc, "HeadObject", full) from exc
+        return _info(key, head, head["ContentLength"])
+
+    def open(self, key: str) -> BinaryIO:
+        return self._get(key, {})
+
+    def open_range(self, key: str, start: int, end: int | None = None, etag: str | None = None) -> BinaryIO:
+        """Bytes ``start`` up to ``end`` (exclusive, like a slice; ``None`` = to the end).
+
+        With ``etag`` (as :meth:`stat` or :meth:`list` report it) the read fails with
+        :class:`ObjectChanged` unless the object still has that ETag, so a resumed download never
+        splices two versions of an object.
+        """
+        if start < 0 or (end is not None and end <= start):
+            raise ValueError(f"bad range start={start} end={end}")
+        extra = {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
+        if etag is not None:
+            extra["IfMatch"] = etag if etag.startswith(('"', "W/")) else f'"{etag}"'
+        return self._get(key, extra)
+
+    def read_tail(self, key: str, nbytes: int) -> bytes:
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        if nbytes == 0:
+            return b""
+        full = self.prefix + key
+        try:
+            resp = self._client.get_object(Bucket=self.bucket, Key=full, Range=f"bytes=-{nbytes}")
+            with resp["Body"] as body:
+                data = body.read()
+        except self._boto_errors as exc:
+            if _error_code(exc) == "InvalidRange" and (info := self.stat(key)) is not None and info.size == 0:
+                return b""  # S3 refuses a suffix range on an empty object
+            raise self._error(exc, "GetObject", full) from exc
+        return data[-nbytes:]  # an endpoint that ignores Range sends the whole object
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _get(self, key: str, extra: dict[str, str]) -> BinaryIO:
+        full = self.prefix + key
+        try:
+            resp = self._client.get_object(Bucket=self.bucket, Key=full, **extra)
+        except self._boto_errors as exc:
+            raise self._error(exc, "GetObject", full) from exc
+        if "Range" in extra and "ContentRange" not in resp:
+            resp["Body"].close()
+            raise SourceError(
+                f"endpoint {self.endpoint} ignored the Range header reading s3://{self.bucket}/{full}",
+                checked=f"GetObject with Range {extra['Range']} returned the whole object",
+                fix="use an S3 endpoint that supports ranged GET (AWS, MinIO and SeaweedFS do)",
+            )
+        return io.BufferedReader(_BodyReader(resp["Body"], self, full), buffer_size=1 << 20)
+
+    def _error(self, exc: BaseException, operation: str, key: str) -> SourceError:
+        return _map_error(exc, self, operation, key)
+
+
+class _BodyReader(io.RawIOBase):
+    """A GetObject body as a raw stream; a failure mid-stream becomes one of our errors."""
+
+    def __init__(self, body: Any, store: S3Store, key: str) -> None:
+        self._body = body
+        self._store = store
+        self._key = key
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._body.read(len(buffer))
+        except (*self._store._boto_errors, OSError) as exc:
+            raise self._store._error(exc, "GetObject", self._key) from exc
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+def _make_client(settings: S3Settings) -> tuple[BaseClient, Sourced[str], str | None]:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ProfileNotFound
+
+    kwargs: dict[str, str] = {}
+    if settings.profile.value:
+        kwargs["profile_name"] = settings.profile.value
+    if settings.access_key_id:
+        kwargs["aws_access_key_id"] = settings.access_key_id
+        kwargs["aws_secret_access_key"] = settings.secret_access_key or ""
+        if settings.session_token:
+            kwargs["aws_session_token"] = settings.session_token
+    try:
+        session = boto3.session.Session(**kwargs)
+    except ProfileNotFound as exc:
+        raise UsageError(
+            f"AWS profile {settings.profile.value!r} ({settings.profile.source}) does not exist",
+            checked=f"{_config_files()}",
+            fix="fix AWS_PROFILE or add the profile to the config file",
+        ) from exc
+
+    if settings.region.value:
+        region = settings.region
+    elif session.region_name:
+        region = Sourced(session.region_name, "AWS profile / botocore config")
+    else:
+        region = Sourced(DEFAULT_REGION, "default")
+    ca = settings.ca_bundle.value
+    if ca is not None and not os.path.isfile(ca):
+        raise UsageError(
+            f"CA bundle {ca} ({settings.ca_bundle.source}) is not a file",
+            fix="point AWS_CA_BUNDLE at a PEM file holding the CA certificate of the endpoint",
+        )
+    config = Config(
+        region_name=region.value,
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if settings.path_style.value else "auto"},
+        retries={"mode": "standard", "max_attempts": 3},  # backoff totals under ~3 s
+        connect_timeout=5,
+        read_timeout=60,
+        max_pool_connections=32,
+        tcp_keepalive=True,
+    )
+    client = session.client("s3", endpoint_url=settings.endpoint_url.value, verify=ca, config=config)
+    client.meta.events.register("before-parameter-build.s3", _refuse_writes)
+    try:
+        creds = session.get_credentials()
+    except BotoCoreError:  # the first request raises it again, and maps it with its context
+        creds = None
+    # the first 4 characters identify which key was used without revealing it
+    key_hint = creds.access_key[:4] if creds is not None and creds.access_key else None
+    return client, region, key_hint
+
+
+def _refuse_writes(model: Any, **_: Any) -> None:
+    if model.name not in READ_OPERATIONS:
+        raise PermissionError(f"pytest-pgrestore never writes to a backup store: S3 {model.name} refused")
+
+
+def _info(key: str, obj: Mapping[str, Any], size: int) -> ObjectInfo:
+    etag = obj.get("ETag")
+    return ObjectInfo(
+        key=key,
+        size=size,
+        last_modified=obj["LastModified"].astimezone(timezone.utc),
+        etag=etag.strip('"') if etag else None,
+    )
+
+
+# -- error mapping ----------------------------------------------------------------------------
+
+_IAM_ACTION = {"ListObjectsV2": "s3:ListBucket", "HeadObject": "s3:GetObject", "GetObject": "s3:GetObject"}
+
+
+def _map_error(exc: BaseException, store: S3Store, operation: str, key: str) -> SourceError:
+    """Our error for a botocore failure: what failed, what was checked, how to fix; no secret."""
+    from botocore import exceptions as bx
+
+    where = f"s3://{store.bucket}/{key}"
+    endpoint = f"{store.endpoint} ({store.settings.endpoint_url.source})"
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
+        return AccessDenied(
+            f"no AWS credentials found to read {where}",
+            checked=_credential_places(),
+            fix="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile with keys",
+        )
+    if isinstance(exc, bx.SSLError):
+        return SourceUnreachable(
+            f"TLS handshake with S3 endpoint {endpoint} failed",
+            checked=f"certificate against {store.settings.ca_bundle}",
+            fix="set AWS_CA_BUNDLE to the PEM file of the CA that signed the endpoint's certificate",
+        )
+    if isinstance(exc, bx.ConnectionError):
+        return SourceUnreachable(
+            f"cannot connect to S3 endpoint {endpoint}",
+            checked=f"{operation} on {where}, 3 attempts, connect timeout 5 s",
+            fix="check the endpoint URL (AWS_ENDPOINT_URL) and that the server is up and reachable from here",
+        )
+    if isinstance(exc, (bx.HTTPClientError, bx.IncompleteReadError, OSError)):
+        return SourceUnreachable(
+            f"connection to S3 endpoint {endpoint} failed during {operation} on {where}: {type(exc).__name__}",
+            checked="read timeout 60 s",
+            fix="check the network and the server's health; re-run the drill",
+        )
+    code = _error_code(exc) or "?"
+    status = _http_status(exc)
+    hint = f"access key id {store._key_hint}..." if store._key_hint else "no access key id"
+    identity = f"{hint} ({store.settings.credentials_source})"
+    if code == "NoSuchBucket":
+        return SourceNotFound(
+            f"bucket {store.bucket!r} does not exist at S3 endpoint {endpoint}",
+            checked=f"{operation} on {where}",
+            fix="check the bucket name in the source URL and the endpoint variables (AWS_ENDPOINT_URL...)",
+        )
+    if code in ("NoSuchKey", "404"):
+        return SourceNotFound(
+            f"object {where} does not exist (endpoint {store.endpoint})",
+            checked=operation,
+            fix="list the source to see which objects the backup holds",
+        )
+    if code == "InvalidAccessKeyId":
+        return AccessDenied(
+            f"S3 endpoint {endpoint} does not know the access key id: credentials are wrong",
+            checked=f"{operation} on {where} with {identity}",
+            fix="use an access key id issued for this endpoint (AWS_ACCESS_KEY_ID or the profile's)",
+        )
+    if code == "SignatureDoesNotMatch":
+        return AccessDenied(
+            f"S3 endpoint {endpoint} rejected the request signature: the secret key is wrong",
+            checked=f"{operation} on {where} with {identity}",
+            fix="set the secret that belongs to this access key id (AWS_SECRET_ACCESS_KEY or the profile's)",
+        )
+    if code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken"):
+        return AccessDenied(
+            f"S3 endpoint {endpoint} rejected the session token ({code})",
+            checked=f"{operation} on {where} with {identity}",
+            fix="refresh the temporary credentials (AWS_SESSION_TOKEN, SSO login) and re-run",
+        )
+    if code in ("AccessDenied", "403", "AllAccessDisabled"):
+        return _access_denied(store, operation, key, identity, bare=code == "403")
+    if code in ("PreconditionFailed", "412"):
+        return ObjectChanged(
+            f"{where} changed while it was being read",
+            checked="GetObject with If-Match on the ETag seen when the read began",
+            fix="something is rewriting the backup; re-run the drill once its writers have finished",
+        )
+    if code in (
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "301",
+        "IllegalLocationConstraintException",
+    ):
+        headers = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = headers.get("x-amz-bucket-region", "the bucket's region")
+        return SourceError(
+            f"bucket {store.bucket!r} is not in region {store._region.value} ({store._region.source})",
+            checked=f"{operation} on {where} at {endpoint}",
+            fix=f"set AWS_DEFAULT_REGION to {region}",
+        )
+    if status is not None and status >= 500:
+        return SourceUnreachable(
+            f"S3 endpoint {endpoint} answered {status} {code} to {operation} on {where}",
+            checked="3 attempts with backoff",
+            fix="check the server's health and logs; re-run the drill",
+        )
+    message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
+    return SourceError(
+        f"{operation} on {where} failed: {code} {message}".rstrip(), checked=f"endpoint {endpoint}"
+    )
+
+
+def _access_denied(store: S3Store, operation: str, key: str, identity: str, *, bare: bool) -> AccessDenied:
+    action = _IAM_ACTION.get(operation, f"s3:{operation}")
+    resource = (
+        f"arn:aws:s3:::{store.bucket}" if action == "s3:ListBucket" else f"arn:aws:s3:::{store.bucket}/{key}"
+    )
+    what = f"S3 endpoint {store.endpoint} refused {action} on {resource}"
+    if bare:  # a HEAD answer has no body, so no error code to tell a bad key from a missing grant
+        what += " (403 without details: the credentials may also be wrong)"
+    return AccessDenied(
+        what,
+        checked=f"{operation} on s3://{store.bucket}/{key} with {identity}",
+        fix=f"grant {action} on {resource} to these credentials (IAM user/role policy or bucket policy); "
+        "a restore drill needs s3:ListBucket on the bucket and s3:GetObject on the backup's objects",
+    )
+
+
+def _credential_places() -> str:
+    env = os.environ
+    imds = (
+        "disabled by AWS_EC2_METADATA_DISABLED"
+        if env.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true"
+        else "tried"
+    )
+    return (
+        "env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; "
+        f"profile {env.get('AWS_PROFILE', 'default')!r} in {_config_files()} (keys, SSO, credential_process); "
+        "container credentials (AWS_CONTAINER_CREDENTIALS_*); "
+        f"EC2 instance metadata ({imds})"
+    )
+
+
+def _config_files() -> str:
+    creds = os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")
+    config = os.environ.get("AWS_CONFIG_FILE", "~/.aws/config")
+    return f"{creds} and {config}"
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return None
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
