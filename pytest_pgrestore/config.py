@@ -55,12 +55,12 @@ def parse_duration(text: str, *, origin: str) -> float:
     """``"1h30m"`` → ``5400.0``; a bare integer is seconds."""
     stripped = text.strip()
     match = _DURATION.fullmatch(stripped)
-    if not stripped or match is None:
-        raise _usage(f"invalid duration {text!r}", origin, DURATION_SYNTAX, "e.g. 6h, 45m or 1h30m")
-    if stripped.isdigit():
+    if stripped.isascii() and stripped.isdigit():
         seconds = int(stripped)
-    else:
+    elif stripped and match:
         seconds = sum(int(count or 0) * size for count, (_, size) in zip(match.groups(), _UNITS, strict=True))
+    else:
+        raise _usage(f"invalid duration {text!r}", origin, DURATION_SYNTAX, "e.g. 6h, 45m or 1h30m")
     if seconds <= 0:
         raise _usage(f"invalid duration {text!r}: it must be positive", origin, DURATION_SYNTAX, "e.g. 6h")
     return float(seconds)
