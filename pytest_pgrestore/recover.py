@@ -179,8 +179,6 @@ def watch(server, *, socket_dir: Path, user: str, log_file: Path, deadline: floa
         exited = server.poll()
         if exited is not None:
             return _observe(log_file, last, exited=exited, spool=spool)
-        if spool is not None and spool.stats.errors and _aborted(log_file):
-            continue  # the server is going down; the next poll sees the exit
         state = probe(socket_dir, server.port, user)
         if state is not None:
             last = state
@@ -191,13 +189,6 @@ def watch(server, *, socket_dir: Path, user: str, log_file: Path, deadline: floa
         if time.monotonic() > deadline:
             return _observe(log_file, last, exited=None, spool=spool, timed_out=True)
         time.sleep(0.1)
-
-
-def _aborted(log_file: Path) -> bool:
-    try:
-        return "could not restore file" in log_file.read_text(errors="replace")
-    except OSError:
-        return False
 
 
 def _observe(log_file: Path, state: Probe | None, *, exited, spool, timed_out=False) -> Observation:

@@ -1,0 +1,193 @@
+"""One recovery attempt: fetch one backup, replay toward the target, decide the verdict."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from .errors import PgRestoreError, RestoreFailed
+from .instance import RestoredInstance
+from .plan import Plan, make_plan
+from .recover import QUARANTINE, control_data, quarantine, server_settings, verify_backup, watch, write_config
+from .result import Attempt, Outcome, RestoreResult
+from .rundir import RunDir, free_port
+from .runtimes.binaries import PgBinaries, find_binaries
+from .runtimes.local import LocalRuntime, server_owner
+from .spool import WalSpool, write_wrapper
+from .target import format_lsn
+from .verdict import decide
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RestoreAttempt"]
+
+
+class RestoreAttempt:
+    def __init__(self, restorer, catalog, plan: Plan, result: RestoreResult, clock) -> None:
+        self.restorer, self.catalog, self.plan = restorer, catalog, plan
+        self.result, self.clock = result, clock
+        self.settings = restorer.settings
+        self.run: RunDir | None = None
+        self.server = None
+        self.spool: WalSpool | None = None
+        self.owner = server_owner()
+
+    # -- the happy path, step by step -----------------------------------------------------
+    def run(self) -> RestoredInstance:
+        s, backup, result = self.settings, self.plan.backup, self.result
+        _describe_backup(result, backup, self.plan)
+        started = time.monotonic()
+        with self.clock("binaries"):
+            bins = self._binaries(backup.pg_major) if backup.pg_major else None
+        self.run = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}")
+        result.evidence["run_dir"] = str(self.run.path)
+        try:
+            bins = self._fetch_and_verify(bins)
+            server, socket_dir = self._start(bins)
+            with self.clock("recover"):
+                obs = watch(server, socket_dir=socket_dir, user=s.user, log_file=self.run.log_file,
+                            deadline=started + s.timeout, spool=self.spool)
+            self.spool.stop()
+            self._decide(obs)
+            return self._instance(bins, socket_dir)
+        except BaseException:
+            self.finish(failed=True)
+            raise
+
+    def _binaries(self, major: int | None) -> PgBinaries:
+        s = self.settings
+        return find_binaries(major, explicit=s.pg_bin, server_uid=self.owner[0] if self.owner else None,
+                             cache_dir=s.workdir / "bin")
+
+    def _fetch_and_verify(self, bins: PgBinaries | None) -> PgBinaries:
+        fmt, run, result = self.restorer.format(), self.run, self.result
+        with self.clock("fetch"):
+            mat = fmt.materialize(self.plan.backup, run.pgdata, run.path, owner=self.owner)
+        result.bytes_fetched += mat.bytes_fetched
+        result.evidence["bytes_written"] = mat.bytes_written
+        major = int((run.pgdata / "PG_VERSION").read_text().split(".")[0])
+        result.pg_version = major
+        if bins is None or bins.major != major:
+            bins = self._binaries(major)
+        result.versions["postgresql"] = bins.version
+        result.evidence["binaries"] = f"{bins.bindir} ({bins.origin})"
+        if mat.manifest:
+            with self.clock("verify"):
+                result.evidence["manifest_check"] = verify_backup(bins, run.pgdata, mat.manifest)
+        return bins
+
+    def _start(self, bins: PgBinaries):
+        run, plan = self.run, self.plan
+        with self.clock("prepare"):
+            control = control_data(bins, run.pgdata)
+            self.result.evidence["kept_from_production"] = quarantine(run.pgdata, run.path / "evidence")
+            socket_dir, port = run.socket_dir(), free_port()
+            wrapper = write_wrapper(run.path / "restore_wal.sh", run.spool, os.getpid(),
+                                    max_wait_s=self.settings.timeout)
+            settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
+                                       restore_command=f"/bin/sh {wrapper} %f %p", recovery=plan.recovery)
+            conf = write_config(run.path, settings)
+            run.chown_tree()
+        self.spool = WalSpool(self.restorer.format(), plan, run.spool, owner=self.owner,
+                              before_deliver=self.restorer.hooks.before_deliver).start()
+        cmdline = {k: v for k, v in settings.items() if k in QUARANTINE or k == "restore_command"}
+        self.server = LocalRuntime(bins, owner=self.owner).start(
+            run_dir=run.path, pgdata=run.pgdata, config_file=conf, port=port, log_file=run.log_file,
+            socket_dir=socket_dir, settings=cmdline)
+        if self.restorer.hooks.after_start:
+            self.restorer.hooks.after_start(self.server)
+        return self.server, socket_dir
+
+    def _decide(self, obs) -> None:
+        plan, result = self.plan, self.result
+        archive_end = plan.archive_end_lsn
+        size = self.catalog.wal.segment_size or 16 << 20
+        if plan.target.kind == "latest":  # a listing taken after replay: WAL may have arrived since
+            with self.clock("relist"):
+                fresh = self.restorer.format().catalog().wal
+            newest = fresh.newest_segno(plan.timeline)
+            archive_end = (newest + 1) * size if newest is not None else archive_end
+        verdict = decide(obs, plan.target, timeline=plan.timeline, segment_size=size, archive_end_lsn=archive_end)
+        result.outcome, result.detail, result.stop_reason = verdict.outcome, verdict.detail, verdict.stop_reason
+        result.replay_lsn = format_lsn(obs.replay_lsn) if obs.replay_lsn is not None else None
+        result.last_replay_time = obs.last_replay_time.isoformat() if obs.last_replay_time else None
+        result.archive_end_lsn = format_lsn(archive_end) if archive_end else None
+        result.timeline = plan.timeline
+        result.wal_segments += self.spool.stats.segments
+        result.evidence["wal_bytes"] = self.spool.stats.bytes
+        result.evidence["wal_on_demand"] = list(self.spool.stats.on_demand)
+        result.log_tail = obs.log_lines[-40:]
+        result.attempts.append(Attempt(plan.backup.name, verdict.outcome, verdict.detail))
+        if verdict.outcome is not Outcome.REACHED:
+            raise RestoreFailed(f"restore of {result.source} to {plan.target} ended {verdict.outcome}: "
+                                f"{verdict.detail}",
+                                checked=f"backup {plan.backup.name}, server log {self.run.log_file.name} "
+                                        f"and recovery state",
+                                fix=_FIXES.get(verdict.outcome), result=result)
+
+    def _instance(self, bins: PgBinaries, socket_dir) -> RestoredInstance:
+        s = self.settings
+        inst = RestoredInstance(host="127.0.0.1", port=self.server.port, user=s.user, dbname=s.dbname,
+                                socket_dir=str(socket_dir), version=bins.version, result=self.result,
+                                run_dir=self.run.path)
+        with inst.admin_connect("template1", autocommit=True) as conn:
+            if not conn.execute("select 1 from pg_database where datname = %s", (s.dbname,)).fetchone():
+                names = [r[0] for r in conn.execute("select datname from pg_database where datallowconn")]
+                raise PgRestoreError(f"the restored cluster has no database {s.dbname!r}",
+                                     checked=f"databases in the backup: {', '.join(sorted(names))}",
+                                     fix="set --restore-dbname (env PGRESTORE_DBNAME) to one of them")
+        return inst
+
+    # -- retries and teardown -------------------------------------------------------------
+    def retry_plan(self, exc: RestoreFailed) -> Plan | None:
+        """xid:/name: cannot be placed from a listing: try the next older backup."""
+        if not (self.plan.target.needs_replay_search and self.plan.fallbacks
+                and self.result.outcome is Outcome.ENDED_EARLY and not self.plan.target.backup):
+            return None
+        log.info("%s not found from backup %s; trying %s", self.plan.target, self.plan.backup.name,
+                 self.plan.fallbacks[0].name)
+        return make_plan(self.catalog, self.plan.target, timeline=self.settings.timeline,
+                         inclusive=self.settings.target_inclusive, backup=self.plan.fallbacks[0])
+
+    def finish(self, *, failed: bool) -> None:
+        keep = self.settings.keep == "always" or (self.settings.keep == "on-failure" and failed)
+        if self.spool is not None:
+            self.spool.stop()
+        if self.run is None:
+            return
+        if keep:
+            self.run.keep()
+            self.result.evidence["kept"] = str(self.run.path)
+            log.warning("kept the restored server and %s on purpose (--restore-keep=%s): it holds a copy "
+                        "of production data; connect with psql -h %s -p %s, delete the directory when done",
+                        self.run.path, self.settings.keep, self.server.socket_dir if self.server else "?",
+                        self.server.port if self.server else "?")
+            return
+        if self.server is not None:
+            self.server.stop()
+        self.run.remove()
+        self.run = None
+
+
+def _describe_backup(result: RestoreResult, backup, plan: Plan) -> None:
+    result.backup = backup.name
+    result.backup_start_lsn = format_lsn(backup.start_lsn)
+    result.backup_stop_lsn = format_lsn(backup.stop_lsn)
+    result.backup_stop_time = backup.stop_time.isoformat() if backup.stop_time else None
+    result.pg_version = backup.pg_major
+    result.evidence["planned_segments"] = len(plan.segments)
+
+
+_FIXES = {
+    Outcome.TRUNCATED: "WAL that is listed in the archive was not replayed: check the segments after the "
+                       "replay end for damage, and that archive_command is not failing",
+    Outcome.ENDED_EARLY: "the archive does not contain the target: choose a target inside the reachable range "
+                         "(pgrestore plan SOURCE --target T), or use `latest` / `lsn:`",
+    Outcome.CORRUPT_WAL: "a WAL segment in the archive is damaged: re-archive it from the primary if it still "
+                         "has it, or restore to a point before the damage",
+    Outcome.PAUSED_PARAMS: "the primary raised a hot-standby parameter during the replayed WAL; raise it too",
+    Outcome.RESTORE_COMMAND_ABORT: "WAL delivery failed hard: see the named object and the store's health",
+    Outcome.START_FAILED: "see the server log lines in the result for why PostgreSQL stopped",
+    Outcome.TIMEOUT: "raise --restore-timeout, or make the archive/restore faster",
+}

@@ -1,0 +1,71 @@
+"""A running restored server, as the fixtures and the CLI hand it out."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .result import RestoreResult
+
+__all__ = ["RestoredInstance", "Hooks"]
+
+
+@dataclass
+class Hooks:
+    """Fault-injection points for tests of the contract (never set in production use)."""
+
+    before_deliver: Callable[[str], None] | None = None  # called before each WAL delivery
+    after_start: Callable[[object], None] | None = None  # called with the server once started
+
+
+@dataclass
+class RestoredInstance:
+    host: str
+    port: int
+    user: str
+    dbname: str
+    socket_dir: str
+    version: str
+    result: RestoreResult
+    run_dir: Path
+    _passwords: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def password(self) -> str:
+        return self._password_for(self.user)
+
+    @property
+    def dsn(self) -> str:
+        """TCP connect string for ``--restore-user`` / ``--restore-dbname`` (per-run password)."""
+        return self.dsn_for()
+
+    def dsn_for(self, *, user: str | None = None, dbname: str | None = None) -> str:
+        user = user or self.user
+        return (f"host={self.host} port={self.port} user={user} password={self._password_for(user)} "
+                f"dbname={dbname or self.dbname}")
+
+    def admin_connect(self, dbname: str | None = None, **kwargs):
+        """A superuser connection over the run dir's private socket."""
+        import psycopg
+
+        return psycopg.connect(host=self.socket_dir, port=self.port, user=self.user,
+                               dbname=dbname or self.dbname, **kwargs)
+
+    def connect(self, **kwargs):
+        import psycopg
+
+        return psycopg.connect(self.dsn, **kwargs)
+
+    def _password_for(self, role: str) -> str:
+        """A random per-run password, set on first use: TCP logins need it (scram-sha-256)."""
+        if role not in self._passwords:
+            from psycopg import sql
+
+            password = secrets.token_urlsafe(18)
+            with self.admin_connect("postgres" if self.dbname != "postgres" else None, autocommit=True) as c:
+                c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)))
+            self._passwords[role] = password
+        return self._passwords[role]

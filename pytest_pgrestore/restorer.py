@@ -1,0 +1,109 @@
+"""The library API every surface (plugin, CLI, benchmarks) stands on.
+
+    with Restorer(settings).restore(RestoreTarget.parse("2026-11-20T12:00:00Z")) as inst:
+        inst.dsn, inst.result
+
+Flow: source → store → catalog → plan (pre-flight) → binaries → fetch → verify → quarantine →
+spool + server → watch → verdict.  Nothing is left running or on disk when the block exits,
+unless ``keep`` says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .attempt import RestoreAttempt
+from .catalog import Catalog
+from .errors import PreflightError, RestoreFailed
+from .instance import Hooks, RestoredInstance
+from .plan import Plan, make_plan
+from .result import Outcome, RestoreResult
+from .target import RestoreTarget
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Restorer", "RestoredInstance", "Hooks"]
+
+
+class Restorer:
+    def __init__(self, settings, *, hooks: Hooks | None = None) -> None:
+        self.settings = settings
+        self.hooks = hooks or Hooks()
+        self._store = None
+        self._format = None
+
+    # -- listing-only steps ---------------------------------------------------------------
+    def store(self):
+        if self._store is None:
+            from .storage import open_store
+
+            self._store = open_store(self.settings.require_source(), env=self.settings.env)
+        return self._store
+
+    def format(self):
+        if self._format is None:
+            from .formats import get_format
+
+            self._format = get_format(self.store(), self.settings.format)
+        return self._format
+
+    def catalog(self) -> Catalog:
+        return self.format().catalog()
+
+    def plan(self, target: RestoreTarget | None = None) -> Plan:
+        return make_plan(self.catalog(), target or self.settings.target, timeline=self.settings.timeline,
+                         inclusive=self.settings.target_inclusive)
+
+    # -- the restore ----------------------------------------------------------------------
+    @contextmanager
+    def restore(self, target: RestoreTarget | None = None) -> Iterator[RestoredInstance]:
+        target = target or self.settings.target
+        result = RestoreResult(source=self.settings.require_source().describe(), format=self.settings.format,
+                               target=str(target))
+        clock = _Phases(result)
+        with clock("catalog"):
+            catalog = self.catalog()
+        result.format = catalog.format
+        with clock("plan"):
+            try:
+                plan = make_plan(catalog, target, timeline=self.settings.timeline,
+                                 inclusive=self.settings.target_inclusive)
+            except PreflightError as exc:
+                result.outcome, result.detail = Outcome.REFUSED_PREFLIGHT, str(exc)
+                exc.result = result
+                raise
+        attempt = RestoreAttempt(self, catalog, plan, result, clock)
+        while True:
+            try:
+                inst = attempt.run()
+                break
+            except RestoreFailed as exc:
+                nxt = attempt.retry_plan(exc)
+                if nxt is None:
+                    raise
+                attempt = RestoreAttempt(self, catalog, nxt, result, clock)
+        try:
+            yield inst
+        finally:
+            attempt.finish(failed=False)
+
+
+class _Phases:
+    """Consecutive timed phases on the critical path."""
+
+    def __init__(self, result: RestoreResult) -> None:
+        self.result = result
+        self.t0 = time.monotonic()
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.result.phases[name] = round(self.result.phases.get(name, 0) + time.monotonic() - start, 3)
+
+
