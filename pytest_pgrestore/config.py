@@ -357,10 +357,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "backup:NAME, an RFC 3339 time, lsn:X/Y, xid:N or name:POINT",
     ),
     OptionSpec("format", "auto", _one_of(*_FORMATS), "backup layout under the source", _FORMATS),
-    OptionSpec("runtime", "auto", _one_of(*_RUNTIMES), "how the restored server runs", _RUNTIMES),
+    OptionSpec("runtime", "local", _one_of(*_RUNTIMES), "how the restored server runs", _RUNTIMES),
     OptionSpec("dbname", "postgres", _parse_pg_name, "database the fixtures connect to"),
     OptionSpec("user", "postgres", _parse_pg_name, "role the fixtures connect as"),
-    OptionSpec("keep", "on-failure", _one_of(*_KEEP), "when to keep the restored data directory", _KEEP),
+    OptionSpec("keep", "never", _one_of(*_KEEP), "keep the restored server and run dir: never, on-failure, always (it holds production data)", _KEEP),
     OptionSpec("timeout", "6h", _parse_timeout, f"limit for one restore: {DURATION_SYNTAX}"),
     OptionSpec(
         "workdir",

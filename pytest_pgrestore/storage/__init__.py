@@ -40,7 +40,7 @@ class ObjectStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(source, settings=None) -> ObjectStore:
+def open_store(source, *, env=None) -> ObjectStore:
     """Open the store a parsed :class:`~pytest_pgrestore.config.Source` points at."""
     if source.scheme == "file":
         from .local import LocalStore
@@ -49,5 +49,5 @@ def open_store(source, settings=None) -> ObjectStore:
     if source.scheme == "s3":
         from .s3 import S3Store
 
-        return S3Store(source.bucket, source.prefix, settings=settings)
+        return S3Store(source.bucket, source.prefix, env=env)
     raise ValueError(f"unsupported scheme {source.scheme!r}")  # config.parse_source refuses these first

@@ -287,7 +287,7 @@ def test_defaults() -> None:
     settings = resolve()
     assert settings.source is None
     assert settings.target == RestoreTarget.parse("latest")
-    assert (settings.format, settings.runtime, settings.keep) == ("auto", "auto", "on-failure")
+    assert (settings.format, settings.runtime, settings.keep) == ("auto", "local", "never")
     assert (settings.dbname, settings.user) == ("postgres", "postgres")
     assert settings.timeout == 6 * 3600.0
     assert settings.workdir == Path(tempfile.gettempdir()) / f"pgrestore-{os.getuid()}"
