@@ -28,7 +28,7 @@ class RestoreAttempt:
         self.restorer, self.catalog, self.plan = restorer, catalog, plan
         self.result, self.clock = result, clock
         self.settings = restorer.settings
-        self.run: RunDir | None = None
+        self.rundir: RunDir | None = None
         self.server = None
         self.spool: WalSpool | None = None
         self.owner = server_owner()
@@ -40,13 +40,13 @@ class RestoreAttempt:
         started = time.monotonic()
         with self.clock("binaries"):
             bins = self._binaries(backup.pg_major) if backup.pg_major else None
-        self.run = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}")
-        result.evidence["run_dir"] = str(self.run.path)
+        self.rundir = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}")
+        result.evidence["run_dir"] = str(self.rundir.path)
         try:
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
             with self.clock("recover"):
-                obs = watch(server, socket_dir=socket_dir, user=s.user, log_file=self.run.log_file,
+                obs = watch(server, socket_dir=socket_dir, user=s.user, log_file=self.rundir.log_file,
                             deadline=started + s.timeout, spool=self.spool)
             self.spool.stop()
             self._decide(obs)
@@ -61,7 +61,7 @@ class RestoreAttempt:
                              cache_dir=s.workdir / "bin")
 
     def _fetch_and_verify(self, bins: PgBinaries | None) -> PgBinaries:
-        fmt, run, result = self.restorer.format(), self.run, self.result
+        fmt, run, result = self.restorer.format(), self.rundir, self.result
         with self.clock("fetch"):
             mat = fmt.materialize(self.plan.backup, run.pgdata, run.path, owner=self.owner)
         result.bytes_fetched += mat.bytes_fetched
@@ -78,7 +78,7 @@ class RestoreAttempt:
         return bins
 
     def _start(self, bins: PgBinaries):
-        run, plan = self.run, self.plan
+        run, plan = self.rundir, self.plan
         with self.clock("prepare"):
             control = control_data(bins, run.pgdata)
             self.result.evidence["kept_from_production"] = quarantine(run.pgdata, run.path / "evidence")
@@ -122,7 +122,7 @@ class RestoreAttempt:
         if verdict.outcome is not Outcome.REACHED:
             raise RestoreFailed(f"restore of {result.source} to {plan.target} ended {verdict.outcome}: "
                                 f"{verdict.detail}",
-                                checked=f"backup {plan.backup.name}, server log {self.run.log_file.name} "
+                                checked=f"backup {plan.backup.name}, server log {self.rundir.log_file.name} "
                                         f"and recovery state",
                                 fix=_FIXES.get(verdict.outcome), result=result)
 
@@ -130,7 +130,7 @@ class RestoreAttempt:
         s = self.settings
         inst = RestoredInstance(host="127.0.0.1", port=self.server.port, user=s.user, dbname=s.dbname,
                                 socket_dir=str(socket_dir), version=bins.version, result=self.result,
-                                run_dir=self.run.path)
+                                run_dir=self.rundir.path)
         with inst.admin_connect("template1", autocommit=True) as conn:
             if not conn.execute("select 1 from pg_database where datname = %s", (s.dbname,)).fetchone():
                 names = [r[0] for r in conn.execute("select datname from pg_database where datallowconn")]
@@ -154,20 +154,20 @@ class RestoreAttempt:
         keep = self.settings.keep == "always" or (self.settings.keep == "on-failure" and failed)
         if self.spool is not None:
             self.spool.stop()
-        if self.run is None:
+        if self.rundir is None:
             return
         if keep:
-            self.run.keep()
-            self.result.evidence["kept"] = str(self.run.path)
+            self.rundir.keep()
+            self.result.evidence["kept"] = str(self.rundir.path)
             log.warning("kept the restored server and %s on purpose (--restore-keep=%s): it holds a copy "
                         "of production data; connect with psql -h %s -p %s, delete the directory when done",
-                        self.run.path, self.settings.keep, self.server.socket_dir if self.server else "?",
+                        self.rundir.path, self.settings.keep, self.server.socket_dir if self.server else "?",
                         self.server.port if self.server else "?")
             return
         if self.server is not None:
             self.server.stop()
-        self.run.remove()
-        self.run = None
+        self.rundir.remove()
+        self.rundir = None
 
 
 def _describe_backup(result: RestoreResult, backup, plan: Plan) -> None:
