@@ -64,7 +64,7 @@ class RestoredInstance:
             from psycopg import sql
 
             password = secrets.token_urlsafe(18)
-            with self.admin_connect("postgres" if self.dbname != "postgres" else None, autocommit=True) as c:
+            with self.admin_connect("template1", autocommit=True) as c:
                 c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
                     sql.Identifier(role), sql.Literal(password)))
             self._passwords[role] = password

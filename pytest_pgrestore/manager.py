@@ -1,0 +1,111 @@
+"""Restores shared by a whole run: each (source, target, format) is restored once.
+
+Usable without pytest: the plugin keeps one :class:`RestoreManager` per session, and so can any
+other driver.  A failed restore is remembered, so every drill that depends on it fails at once
+with the same error instead of restoring again.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from .errors import PgRestoreError
+from .instance import RestoredInstance
+from .restorer import Restorer
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RestoreKey", "RestoreManager", "TEMPLATE_PREFIX"]
+
+TEMPLATE_PREFIX = "pgrestore_tpl_"
+
+
+@dataclass(frozen=True)
+class RestoreKey:
+    source: str
+    target: str
+    format: str
+
+    @property
+    def label(self) -> str:
+        return f"restore[{self.target}]"
+
+
+def key_for(settings) -> RestoreKey:
+    source = settings.source.describe() if settings.source else "<no source>"
+    return RestoreKey(source, str(settings.target), settings.format)
+
+
+class RestoreManager:
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._done: dict[RestoreKey, RestoredInstance | BaseException] = {}
+        self.settings_for: dict[RestoreKey, object] = {}
+        self.results: dict[RestoreKey, object] = {}
+        self.want_template = False
+        self._clones = 0
+
+    def ensure(self, settings, *, hooks=None) -> RestoredInstance:
+        """The restored instance for ``settings``; restores on first use, re-raises a failure."""
+        key = key_for(settings)
+        if key not in self._done:
+            self.settings_for[key] = settings
+            try:
+                inst = self._stack.enter_context(Restorer(settings, hooks=hooks).restore())
+                if self.want_template:
+                    make_template(inst)
+                self._done[key] = inst
+                self.results[key] = inst.result
+            except (PgRestoreError, OSError) as exc:
+                self._done[key] = exc
+                result = getattr(exc, "result", None)
+                if result is not None:
+                    self.results[key] = result
+        done = self._done[key]
+        if isinstance(done, BaseException):
+            raise done
+        return done
+
+    def failure(self, settings) -> BaseException | None:
+        done = self._done.get(key_for(settings))
+        return done if isinstance(done, BaseException) else None
+
+    def clone_db(self, inst: RestoredInstance) -> str:
+        """A fresh database copied from the untouched template; the caller drops it."""
+        from psycopg import sql
+
+        make_template(inst)
+        self._clones += 1
+        name = f"pgrestore_clone_{self._clones}"
+        with inst.admin_connect("template1", autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_name(inst))))
+        return name
+
+    def drop_db(self, inst: RestoredInstance, name: str) -> None:
+        from psycopg import sql
+
+        with inst.admin_connect("template1", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def template_name(inst: RestoredInstance) -> str:
+    return f"{TEMPLATE_PREFIX}{inst.dbname}"[:63]
+
+
+def make_template(inst: RestoredInstance) -> None:
+    """Copy the drilled database right after promotion, before any drill can write to it."""
+    from psycopg import sql
+
+    name = template_name(inst)
+    with inst.admin_connect("template1", autocommit=True) as conn:
+        if conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            return
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(inst.dbname)))
+        conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name)))

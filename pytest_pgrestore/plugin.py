@@ -1,0 +1,231 @@
+"""pytest entry point: options, the ``restore_target`` marker, restore items and fixtures.
+
+Everything here is a thin wrapper over :class:`~pytest_pgrestore.manager.RestoreManager`;
+the fixtures only enter a context and yield.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .config import OPTIONS, resolve_settings
+from .errors import PgRestoreError, RestoreFailed, UsageError
+from .manager import RestoreManager, key_for
+
+RESTORE_FIXTURES = frozenset({"restored_postgres", "restored_db", "restored_db_writable", "restore_result"})
+MARKER = "restore_target"
+_SETTINGS = pytest.StashKey["object"]()
+_MANAGER = pytest.StashKey[RestoreManager]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pgrestore", "restore drills (pytest-pgrestore)")
+    for spec in OPTIONS:
+        default = spec.default_text()
+        suffix = f" (default: {default}; env {spec.env_var}; ini {spec.ini_key})" if default else \
+            f" (env {spec.env_var}; ini {spec.ini_key})"
+        kwargs = {"choices": spec.choices} if spec.choices else {}
+        group.addoption(spec.cli_flag, dest=spec.dest, default=None, help=spec.help + suffix,
+                        metavar=spec.name.upper(), **kwargs)
+        parser.addini(spec.ini_key, spec.help, default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{MARKER}(target, *, source=None, format=None): restore this target (and source) "
+        "for the marked test or module instead of --restore-target")
+    try:
+        settings = resolve_settings(cli={s.name: config.getoption(s.dest) for s in OPTIONS},
+                                    ini={s.name: _ini(config, s.ini_key) for s in OPTIONS},
+                                    env=dict(os.environ))
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_SETTINGS] = settings
+    config.stash[_MANAGER] = RestoreManager()
+
+
+def _ini(config: pytest.Config, key: str) -> str | None:
+    value = config.getini(key)
+    return value if value not in (None, "", []) else None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash.get(_SETTINGS, None)
+    return [f"pgrestore: {line}" for line in settings.report_lines()] if settings else []
+
+
+def settings_for(node: pytest.Item) -> object:
+    """The effective settings of one test: the closest ``restore_target`` marker wins."""
+    settings = node.config.stash[_SETTINGS]
+    marker = node.get_closest_marker(MARKER)
+    if marker is None:
+        return settings
+    overrides = dict(marker.kwargs)
+    if marker.args:
+        overrides["target"] = marker.args[0]
+    try:
+        return settings.replace(f"marker {MARKER}", **overrides)
+    except UsageError as exc:
+        raise pytest.UsageError(f"{node.nodeid}: {exc}") from None
+
+
+# -- one item per restore -----------------------------------------------------------------
+class RestoreItem(pytest.Item):
+    """``restore[<target>]``: runs (or reports) one restore and carries its verdict."""
+
+    def __init__(self, *, settings, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+
+    def runtest(self) -> None:
+        manager = self.config.stash[_MANAGER]
+        try:
+            inst = manager.ensure(self.settings)
+        finally:
+            result = manager.results.get(key_for(self.settings))
+            if result is not None:
+                for name in ("outcome", "backup", "replay_lsn", "timeline", "wal_segments", "bytes_fetched"):
+                    self.user_properties.append((f"restore_{name}", str(getattr(result, name))))
+        self.user_properties.append(("restore_detail", inst.result.detail))
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, PgRestoreError):
+            return describe_failure(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+def describe_failure(exc: PgRestoreError) -> str:
+    text = str(exc)
+    result = getattr(exc, "result", None)
+    if isinstance(exc, RestoreFailed) and result is not None and result.log_tail:
+        text += "\n  server log (last lines):\n    " + "\n    ".join(result.log_tail[-12:])
+    return text
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    manager = config.stash[_MANAGER]
+    seen: dict = {}
+    out = []
+    for item in items:
+        if RESTORE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            settings = settings_for(item)
+            if "restored_db_writable" in item.fixturenames:
+                manager.want_template = True
+            key = key_for(settings)
+            if key not in seen:
+                seen[key] = RestoreItem.from_parent(item.parent, name=key.label, settings=settings)
+                out.append(seen[key])
+        out.append(item)
+    items[:] = out
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    manager = session.config.stash.get(_MANAGER, None)
+    if manager is None:
+        return
+    try:
+        manager.close()
+    except Exception as exc:  # teardown trouble must not hide the drills' results
+        import warnings
+
+        warnings.warn(pytest.PytestWarning(f"pgrestore teardown: {exc}"), stacklevel=1)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    manager = config.stash.get(_MANAGER, None)
+    if not manager or not manager.results:
+        return
+    tr = terminalreporter
+    tr.section("restore drills")
+    for key, result in manager.results.items():
+        phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items())
+        tr.write_line(f"{key.label} {result.outcome}: backup {result.backup}, replay to {result.replay_lsn} "
+                      f"on timeline {result.timeline}; {result.wal_segments} WAL segments; {phases}")
+        if result.evidence.get("kept"):
+            tr.write_line(f"  KEPT on purpose: {result.evidence['kept']} holds a copy of production data; "
+                          f"delete it when done", red=True)
+
+
+# -- fixtures -----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def restore_manager(pytestconfig: pytest.Config) -> RestoreManager:
+    """The session's restores (override point)."""
+    return pytestconfig.stash[_MANAGER]
+
+
+@pytest.fixture
+def restored_postgres(request: pytest.FixtureRequest, restore_manager: RestoreManager):
+    """The running restored server: ``dsn``, ``host``, ``port``, ``version``, ``result``."""
+    settings = settings_for(request.node)
+    try:
+        return restore_manager.ensure(settings)
+    except PgRestoreError as exc:
+        outcome = getattr(getattr(exc, "result", None), "outcome", None)
+        pytest.fail(f"{key_for(settings).label} failed{f' ({outcome})' if outcome else ''}: "
+                    f"{str(exc).splitlines()[0]}", pytrace=False)
+
+
+@pytest.fixture
+def restore_result(restored_postgres):
+    """Backup, target, outcome, LSNs, timeline, phase timings, bytes and segments."""
+    return restored_postgres.result
+
+
+@pytest.fixture
+def restored_db(restored_postgres):
+    """A read-only psycopg connection to the restored database, rolled back after the test."""
+    import psycopg
+
+    conn = psycopg.connect(restored_postgres.dsn, options="-c default_transaction_read_only=on")
+    try:
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def restored_db_writable(restored_postgres, restore_manager: RestoreManager):
+    """A connection to a per-test copy of the database, cloned from an untouched template."""
+    import psycopg
+
+    name = restore_manager.clone_db(restored_postgres)
+    conn = psycopg.connect(restored_postgres.dsn_for(dbname=name))
+    try:
+        yield conn
+    finally:
+        conn.close()
+        restore_manager.drop_db(restored_postgres, name)
+
+
+@pytest.fixture(scope="session")
+def backup_catalog(pytestconfig: pytest.Config):
+    """Backups and WAL archive of ``--restore-source`` (no download)."""
+    from .restorer import Restorer
+
+    try:
+        return Restorer(pytestconfig.stash[_SETTINGS]).catalog()
+    except PgRestoreError as exc:
+        pytest.fail(f"backup catalog: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def restore_factory(request: pytest.FixtureRequest, restore_manager: RestoreManager):
+    """``restore_factory("lsn:0/3000148", source=…)`` → another restored instance (cached per run)."""
+    base = settings_for(request.node)
+
+    def restore(target: str | None = None, **overrides):
+        if target is not None:
+            overrides["target"] = target
+        try:
+            return restore_manager.ensure(base.replace("keyword restore_factory", **overrides))
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    return restore
