@@ -3,7 +3,7 @@
 Every port is chosen free on 127.0.0.1 below 55535 (SeaweedFS puts each gRPC port at HTTP port +
 10000), telemetry is off, and data, logs and sockets live under the given work directory.  The
 one exception is SeaweedFS's gRPC unix sockets, hard-coded as ``/tmp/seaweedfs-*-grpc-PORT.sock``:
-``weed`` removes them when stopped with SIGTERM, which is how :meth:`SeaweedS3.stop` stops it.
+:meth:`SeaweedS3.stop` removes the ones ``weed`` leaves behind.
 
 Two identities: ``admin`` (Admin, Read, Write, List, Tagging) and ``readonly`` (Read, List), both
 with random keys, so least-privilege tests use the read-only one.
@@ -24,6 +24,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -85,13 +86,17 @@ def find_weed() -> Path:
 class SeaweedS3:
     """Start SeaweedFS in ``workdir``; stop it and everything it started on exit."""
 
-    def __init__(self, workdir: str | os.PathLike[str], *, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self, workdir: str | os.PathLike[str], *, start_timeout: float = 30.0, stop_grace: float = 10.0
+    ) -> None:
         self.workdir = Path(workdir).absolute()
         self.start_timeout = start_timeout
+        self.stop_grace = stop_grace  # seconds between SIGTERM and SIGKILL; a clean stop takes 1.3-2.5 s
         self.admin = Credentials.random()
         self.readonly = Credentials.random()
         self.ports: dict[str, int] = {}
         self.startup_seconds: float | None = None
+        self.pid: int | None = None  # of the last weed started, kept after stop for checks
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -112,6 +117,8 @@ class SeaweedS3:
         self.stop()
 
     def start(self) -> SeaweedS3:
+        if self._proc is not None:
+            raise RuntimeError(f"SeaweedS3 already running at {self.endpoint}")
         weed = find_weed()
         for sub in ("data", "log"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -121,6 +128,7 @@ class SeaweedS3:
             for attempt in range(1, _START_ATTEMPTS + 1):
                 self.ports = dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES)), strict=True))
                 self._proc = self._spawn(weed)
+                self.pid = self._proc.pid
                 if self._wait_ready():
                     break
                 if attempt == _START_ATTEMPTS or "Port allocation failed" not in self.log_tail(3):
@@ -140,12 +148,26 @@ class SeaweedS3:
             return
         _signal_group(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=self.stop_grace)
         except subprocess.TimeoutExpired:
-            log.warning("weed (pid %d) ignored SIGTERM for 15 s; killing it", proc.pid)
+            # seen when a client still holds a half-read GET: weed waits for it forever
+            log.warning(
+                "weed (pid %d) still running %s s after SIGTERM; killing it", proc.pid, self.stop_grace
+            )
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
         _signal_group(proc.pid, signal.SIGKILL)  # anything weed left in its group
+        self._remove_grpc_sockets()
+
+    def _remove_grpc_sockets(self) -> None:
+        # weed leaves them behind when killed, or when a stuck S3 shutdown is cut short
+        for name, port in self.ports.items():
+            path = Path(f"/tmp/seaweedfs-{name}-grpc-{port + _GRPC_OFFSET}.sock")
+            try:
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -188,7 +210,11 @@ class SeaweedS3:
         return session.client("s3", endpoint_url=self.endpoint, config=config)
 
     def create_bucket(self, name: str) -> None:
-        self.admin_client().create_bucket(Bucket=name)
+        client = self.admin_client()
+        try:
+            client.create_bucket(Bucket=name)
+        finally:
+            client.close()
 
     def upload_dir(
         self, local_dir: str | os.PathLike[str], bucket: str, prefix: str = "", *, workers: int = 16
@@ -197,16 +223,21 @@ class SeaweedS3:
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
 
         root = Path(local_dir)
+        if not root.is_dir():
+            raise NotADirectoryError(f"upload_dir: {root} is not a directory")
         base = prefix.strip("/") + "/" if prefix.strip("/") else ""
         files = sorted(_files(root))
         began = time.monotonic()
         client = self.admin_client(max_pool_connections=workers)
-        config = TransferConfig(max_concurrency=workers)
-        with create_transfer_manager(client, config) as manager:
-            futures = [manager.upload(str(p), bucket, base + p.relative_to(root).as_posix()) for p in files]
-            for future in futures:
-                future.result()
-        client.close()
+        try:
+            with create_transfer_manager(client, TransferConfig(max_concurrency=workers)) as manager:
+                futures = [
+                    manager.upload(str(p), bucket, base + p.relative_to(root).as_posix()) for p in files
+                ]
+                for future in futures:
+                    future.result()
+        finally:
+            client.close()
         total = sum(p.stat().st_size for p in files)
         stats = UploadStats(len(files), total, time.monotonic() - began)
         log.info(
@@ -249,7 +280,8 @@ class SeaweedS3:
             f"-s3.config={w / 'identities.json'}",
             # relative to cwd=workdir: a unix socket path must stay under 108 bytes
             "-filer.localSocket=filer.sock", "-s3.localSocket=s3.sock",
-            "-volume.preStopSeconds=0",
+            # without these a stop can hang ~30 s on idle keep-alive connections
+            "-volume.preStopSeconds=0", "-idleTimeout=3",
         ]
         # fmt: on
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

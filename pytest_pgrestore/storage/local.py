@@ -84,7 +84,7 @@ class LocalStore:
         """
         if etag is not None:
             raise ValueError("local files have no ETag; pass etag=None (as stat() reports)")
-        if start < 0 or (end is not None and end < start):
+        if start < 0 or (end is not None and end <= start):
             raise ValueError(f"bad range start={start} end={end}")
         f = self.open(key)
         f.seek(start)

@@ -12,6 +12,8 @@ LastModified (list and head agree, also for multipart objects); ``Range: bytes=-
 returns the whole object when N exceeds its size, but a suffix range on an empty object is
 refused with InvalidRange (416), as AWS does; ``If-Match`` with a stale ETag gives
 PreconditionFailed (412).  A HEAD with a wrong secret gets a bare 403 (no body, so no error code).
+Its ListObjectsV2 does *not* return S3's lexicographic order: it walks directories, so "a/c" comes
+before "a-b" ("-" < "/"); :meth:`S3Store.list` sorts.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def s3_settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
         have, missing = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")[:: 1 if key_id else -1]
         raise UsageError(
             f"env {have} is set but {missing} is not",
-            fix=f"set both (or neither, to use AWS_PROFILE or another credential source); {missing} is missing",
+            fix=f"set {missing} too, or unset {have} to use AWS_PROFILE or another credential source",
         )
     return S3Settings(
         endpoint_url=endpoint,
@@ -190,16 +192,23 @@ class S3Store:
         }
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under ``prefix`` in key order; folder markers (keys ending in ``/``) are skipped."""
+        """Every object under ``prefix`` in key order; folder markers (keys ending in ``/``) are skipped.
+
+        The listing is fetched in full before the first item: S3 promises key order, but some
+        servers (SeaweedFS) return directory-walk order ("a/c" before "a-b"), so we sort.
+        """
         full = self.prefix + prefix
         paginator = self._client.get_paginator("list_objects_v2")
+        infos = []
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for obj in page.get("Contents", ()):
                     if not obj["Key"].endswith("/"):
-                        yield _info(obj["Key"][len(self.prefix) :], obj, obj["Size"])
+                        infos.append(_info(obj["Key"][len(self.prefix) :], obj, obj["Size"]))
         except self._boto_errors as exc:
             raise self._error(exc, "ListObjectsV2", full) from exc
+        infos.sort(key=lambda info: info.key)  # timsort: linear when the server already sorted
+        return iter(infos)
 
     def stat(self, key: str) -> ObjectInfo | None:
         full = self.prefix + key
@@ -212,7 +221,7 @@ class S3Store:
         return _info(key, head, head["ContentLength"])
 
     def open(self, key: str) -> BinaryIO:
-        return self._get(key, {})
+        return self._get(key, {}, partial=False)
 
     def open_range(self, key: str, start: int, end: int | None = None, etag: str | None = None) -> BinaryIO:
         """Bytes ``start`` up to ``end`` (exclusive, like a slice; ``None`` = to the end).
@@ -226,7 +235,7 @@ class S3Store:
         extra = {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
         if etag is not None:
             extra["IfMatch"] = etag if etag.startswith(('"', "W/")) else f'"{etag}"'
-        return self._get(key, extra)
+        return self._get(key, extra, partial=start > 0 or end is not None)
 
     def read_tail(self, key: str, nbytes: int) -> bytes:
         if nbytes < 0:
@@ -246,13 +255,13 @@ class S3Store:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _get(self, key: str, extra: dict[str, str]) -> BinaryIO:
+    def _get(self, key: str, extra: dict[str, str], *, partial: bool) -> BinaryIO:
         full = self.prefix + key
         try:
             resp = self._client.get_object(Bucket=self.bucket, Key=full, **extra)
         except self._boto_errors as exc:
             raise self._error(exc, "GetObject", full) from exc
-        if "Range" in extra and "ContentRange" not in resp:
+        if partial and "ContentRange" not in resp:
             resp["Body"].close()
             raise SourceError(
                 f"endpoint {self.endpoint} ignored the Range header reading s3://{self.bucket}/{full}",
@@ -283,6 +292,12 @@ class _BodyReader(io.RawIOBase):
             raise self._store._error(exc, "GetObject", self._key) from exc
         buffer[: len(data)] = data
         return len(data)
+
+    def readall(self) -> bytes:  # RawIOBase's default reads 8 KiB at a time
+        chunks = []
+        while chunk := self.read(1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         if not self.closed:
@@ -468,6 +483,8 @@ def _access_denied(store: S3Store, operation: str, key: str, identity: str, *, b
         f"arn:aws:s3:::{store.bucket}" if action == "s3:ListBucket" else f"arn:aws:s3:::{store.bucket}/{key}"
     )
     what = f"S3 endpoint {store.endpoint} refused {action} on {resource}"
+    if action == "s3:ListBucket":
+        what += f" (prefix {key!r})"
     if bare:  # a HEAD answer has no body, so no error code to tell a bad key from a missing grant
         what += " (403 without details: the credentials may also be wrong)"
     return AccessDenied(
