@@ -86,7 +86,7 @@ class RestoreAttempt:
             wrapper = write_wrapper(run.path / "restore_wal.sh", run.spool, os.getpid(),
                                     max_wait_s=self.settings.timeout)
             settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
-                                       restore_command=f"/bin/sh {wrapper} %f %p", recovery=plan.recovery)
+                                       restore_command=f"/bin/sh '{wrapper}' %f %p", recovery=plan.recovery)
             conf = write_config(run.path, settings)
             run.chown_tree()
         self.spool = WalSpool(self.restorer.format(), plan, run.spool, owner=self.owner,

@@ -65,7 +65,7 @@ def get_format(store: ObjectStore, requested: str = "auto") -> BackupFormat:
     for cls in registry.values():
         if cls.detect(store):
             return cls(store)
-    top = sorted({info.key.split("/", 1)[0] for _, info in zip(range(200), store.list(""))})
+    top = sorted({info.key.split("/", 1)[0] for _, info in zip(range(200), store.list(""), strict=False)})
     looked = "; ".join(f"{name}: {cls.LAYOUT_HINT}" for name, cls in registry.items())
     found = ", ".join(top[:10]) or "nothing (the prefix is empty)"
     raise FormatError(f"no backup found under {store.description}",

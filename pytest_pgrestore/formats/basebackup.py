@@ -108,7 +108,7 @@ class BaseBackupFormat:
 
     @classmethod
     def detect(cls, store: ObjectStore) -> bool:
-        return any(True for _ in zip(range(1), store.list("basebackups/")))
+        return any(True for _ in zip(range(1), store.list("basebackups/"), strict=False))
 
     # -- catalog ---------------------------------------------------------------------------
     def catalog(self) -> Catalog:
@@ -223,7 +223,7 @@ class BaseBackupFormat:
 
         with self.store.open(info.key) as raw, open_decompressed(raw, info.key) as stream:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
-                for _, member in zip(range(20), tar):
+                for _, member in zip(range(20), tar, strict=False):
                     if member.name.lstrip("./") == "backup_label":
                         label = parse_backup_history(tar.extractfile(member).read().decode())
                         start = label.get("START LSN")

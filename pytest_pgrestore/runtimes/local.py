@@ -57,7 +57,7 @@ def server_owner(user: str = "postgres") -> tuple[int, int] | None:
         from ..errors import PgRestoreError
 
         raise PgRestoreError(f"we run as root and there is no {user!r} OS user to run PostgreSQL as",
-                             checked="getpwnam(%r)" % user,
+                             checked=f"getpwnam({user!r})",
                              fix=f"create it (useradd --system {user}) or run as a non-root user") from None
     return pw.pw_uid, pw.pw_gid
 

@@ -6,9 +6,10 @@ the backup store at all.  Keys are relative to the source's prefix and use ``/``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Protocol
 
 __all__ = ["ObjectInfo", "ObjectStore", "open_store"]
 
