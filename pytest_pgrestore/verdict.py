@@ -114,6 +114,15 @@ def decide(obs: Observation, target: RestoreTarget, *, timeline: int, segment_si
                        f"{extra}".strip(), f.restore_failed and f"could not restore {name}")
     if f.corrupt:
         return Verdict(Outcome.CORRUPT_WAL, f"replay met a damaged WAL record: {f.corrupt}", f.corrupt)
+    if f.ended_early and target.kind == "time":
+        return Verdict(Outcome.ENDED_EARLY, f"PostgreSQL: {_ENDED_EARLY}. No commit after {target} is in the "
+                       f"archive, so replay cannot tell it got there; the data at {target} is the data at the "
+                       f"end of WAL ({format_lsn(f.redo_done) if f.redo_done is not None else 'unknown LSN'}) — "
+                       "use `latest` or `lsn:`", _ENDED_EARLY)
+    if f.ended_early and target.kind in ("xid", "name"):
+        what = f"transaction {target.xid}" if target.kind == "xid" else f"restore point {target.name!r}"
+        return Verdict(Outcome.ENDED_EARLY, f"PostgreSQL: {_ENDED_EARLY}: {what} was not found in the WAL "
+                       "replayed from this backup", _ENDED_EARLY)
     if f.ended_early or f.before_consistent:
         why = _BEFORE_CONSISTENT if f.before_consistent else _ENDED_EARLY
         return Verdict(Outcome.ENDED_EARLY, f"PostgreSQL: {why} (target {target}); replay ended at "
