@@ -1,0 +1,51 @@
+#!/bin/sh
+# Install what the test suite needs, then run it:  ./test.sh [pytest args...]
+#
+# - PostgreSQL 15, zstd and lz4 from Debian (apt-get only when something is missing; as root)
+# - a virtualenv at ${PGRESTORE_VENV:-$HOME/.cache/pytest-pgrestore/venv} with .[test]
+#   (a venv under /root is fine: the suite copies the binaries the server needs to a readable cache)
+# - python -m pytest tests -p no:cacheprovider -ra "$@"
+#
+# Exits with pytest's status; "no tests collected" (5) is a failure, never a silent pass.
+set -eu
+cd "$(dirname "$0")"
+
+need_apt=""
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt="$need_apt postgresql-15"
+command -v zstd >/dev/null 2>&1 || need_apt="$need_apt zstd"
+command -v lz4 >/dev/null 2>&1 || need_apt="$need_apt lz4"
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt="$need_apt python3-venv"
+if [ -n "$need_apt" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "test.sh: missing Debian packages:$need_apt" >&2
+        echo "test.sh: install them as root (apt-get install -y$need_apt) and run again" >&2
+        exit 1
+    fi
+    echo "test.sh: installing$need_apt"
+    apt-get update -qq
+    # shellcheck disable=SC2086  # a list of package names
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null
+fi
+
+VENV=${PGRESTORE_VENV:-$HOME/.cache/pytest-pgrestore/venv}
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "test.sh: creating virtualenv $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    "$PYTHON" -m venv "$VENV"
+fi
+# Re-install when the checkout or pyproject.toml changed: the venv is shared between clones.
+stamp="$VENV/.pgrestore-test-stamp"
+want="$(pwd) $(cksum < pyproject.toml)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "test.sh: installing pytest-pgrestore[test] into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+    printf '%s\n' "$want" > "$stamp"
+fi
+
+status=0
+"$VENV/bin/python" -m pytest tests -p no:cacheprovider -ra "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "test.sh: pytest collected no tests: nothing was proven, failing" >&2
+fi
+exit "$status"
