@@ -211,6 +211,7 @@ class BaseBackupFormat:
             stop_time=stop_time or max(o.last_modified for o in objs),
             segment_size=infer_segment_size(start_lsn, hist["START FILE"]) if hist else None,
             stored_bytes=sum(o.size for o in objs),
+            incremental=bool(hist and "INCREMENTAL FROM LSN" in hist),
             details={"tars": {f: o.key for f, o in tars.items()},
                      "manifest": files["backup_manifest"].key if "backup_manifest" in files else None,
                      "label": hist.get("LABEL") if hist else None,
