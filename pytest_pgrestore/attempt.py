@@ -11,7 +11,7 @@ from .instance import RestoredInstance
 from .plan import Plan, make_plan
 from .recover import QUARANTINE, control_data, quarantine, server_settings, verify_backup, watch, write_config
 from .result import Attempt, Outcome, RestoreResult
-from .rundir import RunDir, free_port
+from .rundir import RunDir, free_port, port_is_free
 from .runtimes.binaries import PgBinaries, find_binaries
 from .runtimes.local import LocalRuntime, server_owner
 from .spool import WalSpool, write_wrapper
@@ -24,8 +24,10 @@ __all__ = ["RestoreAttempt"]
 
 
 class RestoreAttempt:
-    def __init__(self, restorer, catalog, plan: Plan, result: RestoreResult, clock) -> None:
+    def __init__(self, restorer, catalog, plan: Plan, result: RestoreResult, clock, *,
+                 pgdata=None, port: int | None = None) -> None:
         self.restorer, self.catalog, self.plan = restorer, catalog, plan
+        self.pgdata, self.port = pgdata, port
         self.result, self.clock = result, clock
         self.settings = restorer.settings
         self.rundir: RunDir | None = None
@@ -40,7 +42,12 @@ class RestoreAttempt:
         started = time.monotonic()
         with self.clock("binaries"):
             bins = self._binaries(backup.pg_major) if backup.pg_major else None
-        self.rundir = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}")
+        if self.port is not None and not port_is_free(self.port):
+            raise PgRestoreError(f"port {self.port} on 127.0.0.1 is already in use",
+                                 checked=f"binding 127.0.0.1:{self.port}",
+                                 fix="choose another --listen-port, or stop what listens there")
+        self.rundir = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}",
+                                    pgdata=self.pgdata)
         result.evidence["run_dir"] = str(self.rundir.path)
         try:
             bins = self._fetch_and_verify(bins)
@@ -82,7 +89,7 @@ class RestoreAttempt:
         with self.clock("prepare"):
             control = control_data(bins, run.pgdata)
             self.result.evidence["kept_from_production"] = quarantine(run.pgdata, run.path / "evidence")
-            socket_dir, port = run.socket_dir(), free_port()
+            socket_dir, port = run.socket_dir(), self.port or free_port()
             wrapper = write_wrapper(run.path / "restore_wal.sh", run.spool, os.getpid(),
                                     max_wait_s=self.settings.timeout)
             settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
@@ -150,8 +157,8 @@ class RestoreAttempt:
         return make_plan(self.catalog, self.plan.target, timeline=self.settings.timeline,
                          inclusive=self.settings.target_inclusive, backup=self.plan.fallbacks[0])
 
-    def finish(self, *, failed: bool) -> None:
-        keep = self.settings.keep == "always" or (self.settings.keep == "on-failure" and failed)
+    def finish(self, *, failed: bool, keep_running: bool = False) -> None:
+        keep = keep_running or self.settings.keep == "always" or (self.settings.keep == "on-failure" and failed)
         if self.spool is not None:
             self.spool.stop()
         if self.rundir is None:
@@ -159,14 +166,14 @@ class RestoreAttempt:
         if keep:
             self.rundir.keep()
             self.result.evidence["kept"] = str(self.rundir.path)
-            log.warning("kept the restored server and %s on purpose (--restore-keep=%s): it holds a copy "
-                        "of production data; connect with psql -h %s -p %s, delete the directory when done",
-                        self.rundir.path, self.settings.keep, self.server.socket_dir if self.server else "?",
-                        self.server.port if self.server else "?")
+            why = "--keep-running" if keep_running else f"--restore-keep={self.settings.keep}"
+            log.warning("kept the restored server and %s on purpose (%s): it holds a copy of production data; "
+                        "connect with psql -h %s -p %s, delete the directory when done", self.rundir.path, why,
+                        self.server.socket_dir if self.server else "?", self.server.port if self.server else "?")
             return
         if self.server is not None:
             self.server.stop()
-        self.rundir.remove()
+        self.rundir.remove(keep_pgdata=not failed)  # a manual restore's PGDATA is the product
         self.rundir = None
 
 

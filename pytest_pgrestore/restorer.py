@@ -59,7 +59,10 @@ class Restorer:
 
     # -- the restore ----------------------------------------------------------------------
     @contextmanager
-    def restore(self, target: RestoreTarget | None = None) -> Iterator[RestoredInstance]:
+    def restore(self, target: RestoreTarget | None = None, *, pgdata=None, port: int | None = None,
+                keep_running: bool = False) -> Iterator[RestoredInstance]:
+        """Restore ``target``; ``pgdata``/``port`` place a manual restore, ``keep_running`` leaves
+        the server up (and its run dir) when the block exits."""
         target = target or self.settings.target
         result = RestoreResult(source=self.settings.require_source().describe(), format=self.settings.format,
                                target=str(target))
@@ -75,7 +78,8 @@ class Restorer:
                 result.outcome, result.detail = Outcome.REFUSED_PREFLIGHT, str(exc)
                 exc.result = result
                 raise
-        attempt = RestoreAttempt(self, catalog, plan, result, clock)
+        placement = {"pgdata": pgdata, "port": port}
+        attempt = RestoreAttempt(self, catalog, plan, result, clock, **placement)
         while True:
             try:
                 inst = attempt.run()
@@ -84,11 +88,11 @@ class Restorer:
                 nxt = attempt.retry_plan(exc)
                 if nxt is None:
                     raise
-                attempt = RestoreAttempt(self, catalog, nxt, result, clock)
+                attempt = RestoreAttempt(self, catalog, nxt, result, clock, **placement)
         try:
             yield inst
         finally:
-            attempt.finish(failed=False)
+            attempt.finish(failed=False, keep_running=keep_running)
 
 
 class _Phases:

@@ -25,16 +25,20 @@ _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes including ".s.PGSQL.NNNNN"
 class RunDir:
     path: Path
     owner: tuple[int, int] | None
+    external_pgdata: Path | None = None  # a manual restore into a directory the user chose
 
     @classmethod
-    def create(cls, workdir: Path, *, owner: tuple[int, int] | None, label: str = "") -> RunDir:
+    def create(cls, workdir: Path, *, owner: tuple[int, int] | None, label: str = "",
+               pgdata: Path | None = None) -> RunDir:
         workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(workdir, 0o755)  # the server user must traverse it to reach its own run dir
         sweep_stale(workdir)
         name = f"r-{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
         path = workdir / name
         path.mkdir(mode=0o700)
-        run = cls(path, owner)
+        run = cls(path, owner, pgdata)
+        if pgdata is not None:
+            _claim_empty_dir(pgdata, owner)
         (path / "harness.pid").write_text(str(os.getpid()))
         if label:
             (path / "label").write_text(label + "\n")
@@ -45,7 +49,7 @@ class RunDir:
 
     @property
     def pgdata(self) -> Path:
-        return self.path / "pgdata"
+        return self.external_pgdata or self.path / "pgdata"
 
     @property
     def spool(self) -> Path:
@@ -79,11 +83,35 @@ class RunDir:
         """Tell the supervisor this run outlives the harness."""
         (self.path / "keep").write_text("kept on purpose: holds a copy of production data\n")
 
-    def remove(self) -> None:
+    def remove(self, *, keep_pgdata: bool = False) -> None:
+        if self.external_pgdata is not None and not keep_pgdata:
+            shutil.rmtree(self.external_pgdata, ignore_errors=True)
         link = self.path / "sock.link"
         if link.exists():
             shutil.rmtree(link.read_text().strip(), ignore_errors=True)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _claim_empty_dir(path: Path, owner: tuple[int, int] | None) -> None:
+    from .errors import UsageError
+
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"--pgdata {path} exists and is not an empty directory",
+                         checked=f"the contents of {path}",
+                         fix="choose a new directory, or empty this one first")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    if owner:
+        os.chown(path, *owner)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
