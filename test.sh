@@ -34,14 +34,20 @@ if [ ! -x "$VENV/bin/python" ]; then
     mkdir -p "$(dirname "$VENV")"
     "$PYTHON" -m venv "$VENV"
 fi
-# Re-install when the checkout or pyproject.toml changed: the venv is shared between clones.
-stamp="$VENV/.pgrestore-test-stamp"
-want="$(pwd) $(cksum < pyproject.toml)"
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-    echo "test.sh: installing pytest-pgrestore[test] into $VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
-    printf '%s\n' "$want" > "$stamp"
-fi
+# (Re)install when this checkout is not the one the venv imports, or pyproject.toml changed:
+# the venv is shared between clones.
+stamp="$VENV/.pgrestore-stamp"
+hash=$(cksum < pyproject.toml)
+here=$(pwd -P)/pytest_pgrestore
+there=$(cd / && "$VENV/bin/python" -c 'import os, pytest_pgrestore as p; print(os.path.dirname(os.path.realpath(p.__file__)))' 2>/dev/null || true)
+case "$there $(cat "$stamp" 2>/dev/null || true)" in
+    "$here $hash "test) ;;
+    *)
+        echo "test.sh: installing pytest-pgrestore[test] into $VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+        printf '%s %s\n' "$hash" "test" > "$stamp"
+        ;;
+esac
 
 status=0
 "$VENV/bin/python" -m pytest tests -p no:cacheprovider -ra "$@" || status=$?
