@@ -71,6 +71,7 @@ def _candidates(catalog: Catalog, target: RestoreTarget) -> list[Backup]:
             raise PreflightError(f"backup {target.backup!r} is not in {catalog.source}",
                                  checked=f"{len(backups)} backups: {names}",
                                  fix="pick one of the listed backups (pgrestore list SOURCE)")
+        _check_pin(found, target)
         return [found]
     if target.kind == "oldest":
         return [backups[0]]
@@ -96,6 +97,20 @@ def _candidates(catalog: Catalog, target: RestoreTarget) -> list[Backup]:
                 fix=f"choose an LSN at or after {format_lsn(backups[0].stop_lsn)}")
         return list(reversed(fit))
     raise AssertionError(target.kind)
+
+
+def _check_pin(backup: Backup, target: RestoreTarget) -> None:
+    """A pinned backup must be consistent before a time or LSN target, as a chosen one is."""
+    if target.kind == "time" and backup.stop_time is not None and backup.stop_time > target.time:
+        ends = _fmt_time(backup.stop_time)
+    elif target.kind == "lsn" and backup.stop_lsn > target.lsn:
+        ends = format_lsn(backup.stop_lsn)
+    else:
+        return
+    raise PreflightError(
+        f"target {target} is before backup {backup.name} became consistent (at {ends})",
+        checked="the pinned backup's end against the target",
+        fix="pin an older backup, or drop the @backup: pin and let the plan choose")
 
 
 def _check_backup(backup: Backup) -> None:
@@ -149,7 +164,8 @@ def _check_range(wal: WalArchive, backup: Backup, tli: int, target: RestoreTarge
     newest = wal.newest_segno(tli)
     size = wal.segment_size
     end = (newest + 1) * size if newest is not None else None
-    if target.kind == "lsn" and (end is None or target.lsn > end):
+    # the target needs a record that starts at or after it, so the archive end itself is past
+    if target.kind == "lsn" and (end is None or target.lsn >= end):
         raise PreflightError(
             f"target {target} is past the newest archived WAL on timeline {tli} "
             f"(archive ends at {format_lsn(end) if end else 'nothing archived'})",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -42,15 +43,16 @@ _WRAPPER = """#!/bin/sh
 # restore_command wrapper written by pytest-pgrestore: moves WAL out of the spool the harness
 # fills; never reads the backup store.  Exit 1 only for a name the harness confirmed absent;
 # every failure exits >= 200 so PostgreSQL aborts recovery instead of ending it early.
-f="$1"; p="$2"; s='{spool}'; pid={pid}; limit={limit}
-case "$f" in ""|*[!0-9A-Za-z._-]*) exit 200;; esac
+f="$1"; p="$2"; s={spool}; pid={pid}; limit={limit}
+case "$f" in ""|.*|*[!0-9A-Za-z._-]*) exit 200;; esac
 waited=0
 while :; do
   if [ -f "$s/$f" ]; then mv -f "$s/$f" "$p" || exit 202; exit 0; fi
   [ -f "$s/$f.absent" ] && exit 1
   [ -f "$s/$f.error" ] && exit 203
   [ -d "/proc/$pid" ] || exit 204
-  [ -f "$s/req/$f" ] || : > "$s/req/$f" || exit 201
+  # "command": a failed redirection on the special built-in ":" would exit the shell with 1 or 2
+  [ -f "$s/req/$f" ] || command : > "$s/req/$f" || exit 201
   waited=$((waited + 1))
   [ "$waited" -gt "$limit" ] && exit 205
   sleep 0.02
@@ -61,7 +63,7 @@ done
 def write_wrapper(path: Path, spool: Path, harness_pid: int, *, max_wait_s: float) -> Path:
     """Write the wrapper script; ``max_wait_s`` bounds one wait (the restore timeout)."""
     limit = max(1, int(max_wait_s / 0.02))
-    path.write_text(_WRAPPER.format(spool=str(spool).replace("'", ""), pid=harness_pid, limit=limit))
+    path.write_text(_WRAPPER.format(spool=shlex.quote(str(spool)), pid=harness_pid, limit=limit))
     path.chmod(0o755)
     return path
 

@@ -25,9 +25,10 @@ __all__ = [
     "infer_segment_size",
 ]
 
-SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
-HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
-BACKUP_HISTORY_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup$")
+# \Z, not $: "$" also matches before a trailing newline
+SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\Z")
+HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history\Z")
+BACKUP_HISTORY_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup\Z")
 
 MIN_SEGMENT_SIZE = 1 << 20
 MAX_SEGMENT_SIZE = 1 << 30
@@ -79,37 +80,49 @@ def segment_start(segno: int, segment_size: int) -> int:
     return segno * segment_size
 
 
-def infer_segment_size(lsn: int, name: str) -> int:
+def infer_segment_size(lsn: int, name: str) -> int | None:
     """The segment size for which WAL file ``name`` contains ``lsn``.
 
     PostgreSQL writes both in ``backup_label`` and ``.backup`` files
-    (``START WAL LOCATION: 0/2000028 (file 000000010000000000000002)``); exactly one
-    power of two between 1 MB and 1 GB makes them agree.
+    (``START WAL LOCATION: 0/2000028 (file 000000010000000000000002)``); usually exactly one
+    power of two between 1 MB and 1 GB makes them agree.  In the first megabyte of a log id
+    (``1/28`` in ``000000010000000100000000``) every size agrees: then None, and the size must
+    come from a WAL page header instead.
     """
     m = SEGMENT_RE.match(name)
     if not m:
         raise ValueError(f"not a WAL segment name: {name!r}")
     _, log, seg = (int(g, 16) for g in m.groups())
+    fits = []
     size = MIN_SEGMENT_SIZE
     while size <= MAX_SEGMENT_SIZE:
         per = segments_per_xlogid(size)
         if seg < per and log * per + seg == lsn // size:
-            return size
+            fits.append(size)
         size <<= 1
-    raise ValueError(f"no WAL segment size puts LSN {lsn:#x} in {name}")
+    if not fits:
+        raise ValueError(f"no WAL segment size puts LSN {lsn:#x} in {name}")
+    return fits[0] if len(fits) == 1 else None
 
 
 def parse_history(text: str) -> list[TimelineEntry]:
-    """Parse a timeline history file (``<parentTLI>\\t<switchpoint>\\t<reason>`` lines)."""
+    """Parse a timeline history file (``<parentTLI>\\t<switchpoint>\\t<reason>`` lines).
+
+    Refuses what PostgreSQL's readTimeLineHistory refuses: a line without a numeric timeline
+    or a switchpoint, and timeline IDs that do not increase.
+    """
     from .target import parse_lsn
 
-    entries = []
+    entries: list[TimelineEntry] = []
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         fields = line.split(None, 2)
-        if len(fields) < 2:
+        if len(fields) < 2 or not fields[0].isascii() or not fields[0].isdigit():
             raise ValueError(f"malformed history line: {line!r}")
-        entries.append(TimelineEntry(int(fields[0]), parse_lsn(fields[1]), fields[2] if len(fields) > 2 else ""))
+        tli = int(fields[0])
+        if entries and tli <= entries[-1].parent:
+            raise ValueError(f"timeline IDs must increase in a history file: {line!r}")
+        entries.append(TimelineEntry(tli, parse_lsn(fields[1]), fields[2] if len(fields) > 2 else ""))
     return entries
