@@ -120,6 +120,10 @@ class Catalog:
     backups: list[Backup]  # oldest first (by stop LSN)
     wal: WalArchive
     selector: str | None = None  # stanza/server picked, when the repository holds several
+    latest: str | None = None  # what the format calls its newest backup (WAL-G: the newest sentinel)
 
     def backup(self, name: str) -> Backup | None:
+        """The backup called ``name``; ``LATEST`` is the format's newest (else the last to end)."""
+        if name == "LATEST":
+            name = self.latest or (self.backups[-1].name if self.backups else "")
         return next((b for b in self.backups if b.name == name), None)

@@ -16,7 +16,8 @@ from typing import BinaryIO
 
 from .errors import CorruptBackup
 
-__all__ = ["COMPRESSION_SUFFIXES", "strip_suffix", "detect_codec", "open_decompressed", "extract_tar"]
+__all__ = ["COMPRESSION_SUFFIXES", "strip_suffix", "detect_codec", "open_decompressed", "open_codec",
+           "extract_tar"]
 
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".lz4": "lz4", ".zst": "zstd", ".br": "brotli", ".lzma": "lzma",
                         ".xz": "xz", ".bz2": "bzip2"}
@@ -77,9 +78,21 @@ def open_decompressed(raw: BinaryIO, name: str = "") -> BinaryIO:
     """Wrap ``raw`` in the decompressor its magic bytes (or extension) call for."""
     head = raw.read(8)
     codec = detect_codec(head, name)
-    stream = io.BufferedReader(_Prefixed(head, raw), buffer_size=_CHUNK)
+    return open_codec(_Prefixed(head, raw), codec, name)
+
+
+def open_codec(raw: BinaryIO, codec: str | None, name: str = "") -> BinaryIO:
+    """Wrap ``raw`` in the decompressor for ``codec`` (``None``: no compression), chosen by the caller."""
+    stream = io.BufferedReader(raw if isinstance(raw, io.RawIOBase) else _Prefixed(b"", raw),
+                               buffer_size=_CHUNK)
     if codec is None:
         return stream
+    if codec == "brotli":
+        return io.BufferedReader(_BrotliReader(stream), buffer_size=_CHUNK)
+    if codec == "lzma":  # LZMA-alone, as WAL-G writes it: size in the header or unknown (end marker)
+        import lzma
+
+        return lzma.LZMAFile(stream, mode="rb", format=lzma.FORMAT_ALONE)
     if codec == "gzip":
         import gzip
 
@@ -103,6 +116,51 @@ def open_decompressed(raw: BinaryIO, name: str = "") -> BinaryIO:
     raise CorruptBackup(f"{name}: compression {codec!r} is not supported yet",
                         checked="magic bytes and file extension",
                         fix="re-run with an uncompressed, gzip, lz4 or zstd backup")
+
+
+class _BrotliReader(io.RawIOBase):
+    """Streaming brotli decoder (the ``brotli`` package has no file object)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        import brotli
+
+        self._raw = raw
+        self._dec = brotli.Decompressor()
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        import brotli
+
+        while not self._buf and not self._eof:
+            pending = hasattr(self._dec, "can_accept_more_data") and not self._dec.can_accept_more_data()
+            chunk = b"" if pending else self._raw.read(1 << 16)
+            try:
+                # bounded output: a WAL segment of zeros is a few bytes compressed
+                self._buf = self._process(chunk)
+            except brotli.error as exc:
+                raise ValueError(f"brotli: {exc}") from exc
+            if not chunk and not pending and not self._buf:
+                self._eof = True
+                if not self._dec.is_finished():
+                    raise EOFError("brotli stream ends before its last meta-block")
+        n = min(len(buf), len(self._buf))
+        buf[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def _process(self, chunk: bytes) -> bytes:
+        try:
+            return self._dec.process(chunk, output_buffer_limit=_CHUNK)
+        except TypeError:  # brotli < 1.2: no output limit
+            return self._dec.process(chunk)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def copy_stream(src: BinaryIO, dst: BinaryIO, name: str) -> int:

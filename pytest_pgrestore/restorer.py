@@ -47,7 +47,7 @@ class Restorer:
         if self._format is None:
             from .formats import get_format
 
-            self._format = get_format(self.store(), self.settings.format)
+            self._format = get_format(self.store(), self.settings.format, env=self.settings.env)
         return self._format
 
     def catalog(self) -> Catalog:

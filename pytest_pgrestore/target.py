@@ -213,7 +213,7 @@ class _Parser:
             raise self.fail(
                 "LATEST is ambiguous (the keyword latest replays all WAL; WAL-G's LATEST is the newest backup)",
                 "use latest to replay all archived WAL, or immediate to stop at the newest backup's "
-                "consistency point",
+                "consistency point (backup:LATEST names WAL-G's newest backup)",
             )
         if lowered in _KEYWORDS:
             raise self.fail("keywords are lower case", f"write {lowered}")
@@ -225,11 +225,7 @@ class _Parser:
         return RestoreTarget("backup", self.raw, backup=self.backup_name(name))
 
     def backup_name(self, name: str) -> str:
-        if name == "LATEST":
-            raise self.fail(
-                "LATEST is WAL-G's alias for the newest backup, not a backup name",
-                "use immediate to stop at the newest backup's consistency point, or latest to replay all WAL",
-            )
+        # backup:LATEST is the format's newest backup (WAL-G: the newest sentinel), resolved by the catalog
         if not name:
             raise self.fail("the backup name is empty", "write backup:NAME, e.g. backup:20261120T120000")
         if len(name) > _MAX_BACKUP_NAME or not _BACKUP_NAME_CHARS.fullmatch(name):

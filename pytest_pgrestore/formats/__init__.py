@@ -47,24 +47,31 @@ class BackupFormat(Protocol):
 
 def _registry() -> dict[str, type]:
     from .basebackup import BaseBackupFormat
+    from .walg import WalgFormat
 
-    return {"basebackup": BaseBackupFormat}
+    return {"basebackup": BaseBackupFormat, "walg": WalgFormat}
 
 
 FORMATS = ("basebackup", "walg", "pgbackrest", "barman")
 
 
-def get_format(store: ObjectStore, requested: str = "auto") -> BackupFormat:
+def get_format(store: ObjectStore, requested: str = "auto", *, env=None) -> BackupFormat:
+    """The format ``requested`` (or the one whose layout the store holds); ``env`` carries the backup
+    tool's own settings (WAL-G's key and concurrency variables) to formats that read them."""
     registry = _registry()
+
+    def make(cls):
+        return cls(store, env=env) if getattr(cls, "TAKES_ENV", False) else cls(store)
+
     if requested != "auto":
         if requested not in registry:
             raise FormatError(f"format {requested!r} is not implemented yet",
                               checked=f"implemented formats: {', '.join(sorted(registry))}",
                               fix="use --restore-format=auto or one of the implemented formats")
-        return registry[requested](store)
+        return make(registry[requested])
     for cls in registry.values():
         if cls.detect(store):
-            return cls(store)
+            return make(cls)
     top = sorted({info.key.split("/", 1)[0] for _, info in zip(range(200), store.list(""), strict=False)})
     looked = "; ".join(f"{name}: {cls.LAYOUT_HINT}" for name, cls in registry.items())
     found = ", ".join(top[:10]) or "nothing (the prefix is empty)"

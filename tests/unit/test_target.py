@@ -28,6 +28,8 @@ VALID = [
     ("  latest\n", {"kind": "latest"}, "latest", "latest"),
     ("backup:nightly", {"kind": "backup", "backup": "nightly"}, "backup:nightly", "backup-nightly"),
     ("backup:LATEST_1", {"kind": "backup", "backup": "LATEST_1"}, "backup:LATEST_1", "backup-LATEST_1"),
+    ("backup:LATEST", {"kind": "backup", "backup": "LATEST"}, "backup:LATEST", "backup-LATEST"),
+    ("xid:5@backup:LATEST", {"kind": "xid", "xid": 5, "backup": "LATEST"}, "xid:5@backup:LATEST", "xid-5-from-LATEST"),
     (WALG, {"kind": "backup", "backup": WALG}, f"backup:{WALG}", f"backup-{WALG}"),
     (WALG_DELTA, {"kind": "backup", "backup": WALG_DELTA}, f"backup:{WALG_DELTA}", f"backup-{WALG_DELTA}"),
     ("20261120-120000F", {"kind": "backup", "backup": "20261120-120000F"}, "backup:20261120-120000F",
@@ -163,7 +165,6 @@ INVALID = [
     ("XID:5", "prefixes are lower case", "write xid:5"),
     ("Name:x", "prefixes are lower case", "write name:x"),
     ("backup:", "backup name is empty", "backup:NAME"),
-    ("backup:LATEST", "WAL-G's alias", "immediate"),
     ("backup:a b", "not a backup name", "letters, digits"),
     ("backup:../etc", "not a backup name", "letters, digits"),
     ("backup:a/b", "not a backup name", "letters, digits"),
@@ -232,7 +233,6 @@ INVALID = [
     (f"{WALG}@backup:x", "cannot take a @backup: pin", "backup:x"),
     ("xid:5@backup:", "backup name is empty", "backup:NAME"),
     ("xid:5@backup:a b", "not a backup name", "letters, digits"),
-    ("xid:5@backup:LATEST", "WAL-G's alias", "immediate"),
     ("xid:x@backup:y", "decimal number", "xid:1234"),
 ]  # fmt: skip
 
