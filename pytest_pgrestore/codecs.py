@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -102,9 +103,7 @@ def open_codec(raw: BinaryIO, codec: str | None, name: str = "") -> BinaryIO:
 
         return lz4.frame.LZ4FrameFile(stream, mode="rb")
     if codec == "zstd":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(stream, read_size=_CHUNK)
+        return io.BufferedReader(_ZstdReader(stream), buffer_size=_CHUNK)
     if codec in ("xz", "lzma"):
         import lzma
 
@@ -163,6 +162,109 @@ class _BrotliReader(io.RawIOBase):
         super().close()
 
 
+class _ZstdScan:
+    """Follows the frame and block headers of zstd input on its way to the decoder.
+
+    zstandard's ``stream_reader`` ends quietly when its input stops inside a frame, so a
+    truncated object would decompress "successfully" to a prefix of itself.  Only the headers
+    are parsed; block contents are skipped, so this costs a few steps per 128 kB block.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._state, self._need, self._field = "magic", 4, b""
+        self._skip = 0
+        self._checksum = False
+
+    @property
+    def between_frames(self) -> bool:
+        return self._state == "magic" and not self._field and not self._skip
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        pos = 0
+        while pos < len(data):
+            if self._skip:
+                step = min(self._skip, len(data) - pos)
+                self._skip -= step
+            else:
+                step = min(self._need - len(self._field), len(data) - pos)
+                self._field += data[pos : pos + step]
+                if len(self._field) == self._need:
+                    value, self._field = int.from_bytes(self._field, "little"), b""
+                    self._advance(value)
+            pos += step
+        return data
+
+    def _advance(self, value: int) -> None:
+        state = self._state
+        if state == "magic":  # a bad magic is the decoder's to report
+            skippable = value & 0xFFFFFFF0 == 0x184D2A50
+            self._state, self._need = ("skippable", 4) if skippable else ("descriptor", 1)
+        elif state == "skippable":
+            self._state, self._need, self._skip = "magic", 4, value
+        elif state == "descriptor":
+            fcs, single, dict_id = value >> 6, value >> 5 & 1, value & 3
+            self._checksum = bool(value & 4)
+            rest = (not single) + (0, 1, 2, 4)[dict_id] + (int(single), 2, 4, 8)[fcs]
+            self._state, self._need = ("header", rest) if rest else ("block", 3)
+        elif state == "header":
+            self._state, self._need = "block", 3
+        elif state == "block":
+            last, kind, size = value & 1, value >> 1 & 3, value >> 3
+            self._skip = 1 if kind == 1 else size  # an RLE block stores one byte
+            if not last:
+                self._state, self._need = "block", 3
+            else:
+                self._state, self._need = ("checksum", 4) if self._checksum else ("magic", 4)
+        else:  # the content checksum closes the frame
+            self._state, self._need = "magic", 4
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class _ZstdReader(io.RawIOBase):
+    """zstd frames one after another; an input that stops inside a frame raises EOFError."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        import zstandard
+
+        self._scan = _ZstdScan(raw)
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            self._scan, read_size=_CHUNK, read_across_frames=True)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = self._reader.readinto(buf)
+        if n == 0 and len(buf) and not self._scan.between_frames:
+            raise EOFError("the zstd stream ends inside a frame")
+        return n
+
+    def close(self) -> None:
+        self._reader.close()
+        super().close()
+
+
+def _codec_errors() -> tuple[type[BaseException], ...]:
+    """What decompressors raise on damaged input; zlib, lzma and zstandard have their own classes."""
+    import lzma
+    import zlib
+
+    errors: list[type[BaseException]] = [OSError, EOFError, ValueError, RuntimeError, zlib.error, lzma.LZMAError]
+    if "zstandard" in sys.modules:  # not imported: nothing can have raised its error
+        errors.append(sys.modules["zstandard"].ZstdError)
+    return tuple(errors)
+
+
+def _damaged(name: str, exc: BaseException) -> CorruptBackup:
+    return CorruptBackup(f"{name}: the compressed stream is damaged ({exc})",
+                         checked="decompressing the object end to end",
+                         fix="the object in the backup store is truncated or corrupt; restore from another backup")
+
+
 def copy_stream(src: BinaryIO, dst: BinaryIO, name: str) -> int:
     """Copy until EOF, turning codec failures into :class:`CorruptBackup` naming ``name``."""
     total = 0
@@ -170,22 +272,41 @@ def copy_stream(src: BinaryIO, dst: BinaryIO, name: str) -> int:
         while chunk := src.read(_CHUNK):
             dst.write(chunk)
             total += len(chunk)
-    except (OSError, EOFError, ValueError, RuntimeError) as exc:
+    except _codec_errors() as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # a real I/O error (disk full, …) — not a property of the backup
-        raise CorruptBackup(f"{name}: the compressed stream is damaged ({exc})",
-                            checked="decompressing the object end to end",
-                            fix="the object in the backup store is truncated or corrupt; restore from another backup") from exc
+        raise _damaged(name, exc) from exc
     return total
 
 
 def _safe_relpath(name: str) -> PurePosixPath | None:
-    path = PurePosixPath(name.lstrip("./") if name.startswith("./") else name)
+    path = PurePosixPath(name)  # drops "." parts: "./base/1" is "base/1", "" and "./" are "."
     if path.is_absolute() or ".." in path.parts:
         return None
-    if str(path) in ("", "."):
-        return PurePosixPath(".")
     return path
+
+
+class _TarTail:
+    """Hands a stream to tarfile and keeps the bytes it read last, to look at where it stopped.
+
+    tarfile's stream mode ends quietly at end of input or at an unreadable header after the
+    first member; only a zero block is the end-of-archive marker a complete tar carries.
+    """
+
+    _KEEP = 4 * tarfile.RECORDSIZE  # tarfile reads at most a record ahead of the header it parses
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw, self._tail, self._pos = raw, b"", 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._pos += len(data)
+        self._tail = (self._tail + data)[-self._KEEP :]
+        return data
+
+    def block_at(self, offset: int) -> bytes | None:
+        start = offset - (self._pos - len(self._tail))
+        return self._tail[start : start + tarfile.BLOCKSIZE] if start >= 0 else None
 
 
 def extract_tar(
@@ -203,14 +324,28 @@ def extract_tar(
     ``..`` paths) is refused as a corrupt or hostile backup.  Returns bytes written.
     """
     total = 0
+    tail = _TarTail(stream)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=tail, mode="r|") as tar:
             for member in tar:
                 total += _extract_member(tar, member, dest, label, on_symlink, owner)
+            end = tail.block_at(tar.offset)
+        while stream.read(_CHUNK):  # to EOF: codecs check their trailer (CRC, checksum) only there
+            pass
     except tarfile.TarError as exc:
         raise CorruptBackup(f"{label}: not a valid tar archive ({exc})",
                             checked="reading the tar stream member by member",
                             fix="the object is truncated or corrupt; restore from another backup") from exc
+    except _codec_errors() as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise _damaged(label, exc) from exc
+    if end != bytes(tarfile.BLOCKSIZE):
+        what = "ends before its end-of-archive marker" if not end or len(end) < tarfile.BLOCKSIZE else \
+            f"has an unreadable member header at offset {tar.offset}"
+        raise CorruptBackup(f"{label}: the tar archive {what}",
+                            checked="the block after the last member (a zero block ends a complete tar)",
+                            fix="the object is truncated or corrupt; restore from another backup")
     return total
 
 
