@@ -90,7 +90,7 @@ def test_harness_gone_is_fatal(tmp_path, spool, pg_wal):
 
 
 def test_harness_that_exits_while_the_wrapper_waits(tmp_path, spool, pg_wal):
-    child = subprocess.Popen(["sleep", "0.3"])
+    child = subprocess.Popen(["sleep", "0.15"])
     reaper = threading.Thread(target=child.wait)  # a dead but unreaped harness is still in /proc
     reaper.start()
     started = time.monotonic()
@@ -152,7 +152,7 @@ def test_request_is_renewed_after_the_harness_took_it(tmp_path, spool, pg_wal):
 
 
 def test_absent_after_waiting(tmp_path, spool, pg_wal):
-    threading.Timer(0.2, (spool / "00000004.history.absent").touch).start()
+    threading.Timer(0.1, (spool / "00000004.history.absent").touch).start()
     proc = run(wrapper(tmp_path, spool), "00000004.history", pg_wal / "RECOVERYHISTORY")
     assert proc.returncode == 1
 
