@@ -349,3 +349,74 @@ def history_fields(path: Path) -> dict[str, str]:
 
 def set_mtime(path: Path, when: float) -> None:
     os.utime(path, (when, when))
+
+
+# -- a real source for the tests -----------------------------------------------------------------
+@dataclass
+class WalgSource:
+    """One real PostgreSQL 15 history, kept in the basebackup layout; ``layout()`` rewrites it as WAL-G.
+
+    Commits ``c0`` → backup ``b1`` → ``c1`` → ``b2`` → ``c2`` → ``b3`` → ``c3`` → WAL switch.  Table
+    ``t`` gets one row per commit; table ``big`` (5000 rows, tablespace ``ts1``) is written once,
+    before ``b1``, and never again.
+    """
+
+    root: Path
+    repo: Path  # basebackup layout: basebackups/<name>/base.tar, wal/<plain files>
+    backups: list  # demo.source.BackupInfo of b1, b2, b3
+    commits: dict[str, list]
+    big_file: str  # relation file of ``big`` relative to PGDATA, e.g. pg_tblspc/16384/PG_15_…/5/16385
+
+    def rows_at(self, name: str, index: int) -> int:
+        total = 0
+        for key in ("c0", "c1", "c2", "c3"):
+            if key == name:
+                return total + index + 1
+            total += len(self.commits[key])
+        raise KeyError(name)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(len(v) for v in self.commits.values())
+
+    def layout(self, out: Path, *, deltas: bool = False, backups: tuple[int, ...] = (0, 1, 2),
+               **writer) -> tuple[WalgWriter, list[Pushed]]:
+        """Write WAL and the chosen backups (indexes into ``backups``) under ``out``; a chain if ``deltas``."""
+        w = WalgWriter(out, **writer)
+        w.push_wal(self.repo / "wal")
+        pushed: list[Pushed] = []
+        for i in backups:
+            b = self.backups[i]
+            parent = pushed[-1] if deltas and pushed else None
+            pushed.append(w.push_backup(b.path, history=history_fields(b.history_file), parent=parent))
+        return w, pushed
+
+
+def build_source(root: Path) -> WalgSource:
+    import pwd
+
+    from pytest_pgrestore.demo.source import SourceCluster
+
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    ts = root / "ts1"
+    ts.mkdir()
+    pw = pwd.getpwnam("postgres")
+    os.chown(ts, pw.pw_uid, pw.pw_gid)
+    commits: dict[str, list] = {}
+    with SourceCluster(root / "src", repo=root / "repo", major=15) as src:
+        with src.connect() as conn:
+            conn.execute(f"CREATE TABLESPACE ts1 LOCATION '{ts}'")
+            conn.execute("CREATE TABLE big WITH (autovacuum_enabled = off) TABLESPACE ts1 AS "
+                         "SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 5000) g")
+            conn.execute("CHECKPOINT")
+            big = conn.execute("SELECT pg_relation_filepath('big')").fetchone()[0]
+        commits["c0"] = src.commit_rows(2)
+        b1 = src.backup()
+        commits["c1"] = src.commit_rows(2)
+        b2 = src.backup()
+        commits["c2"] = src.commit_rows(2)
+        b3 = src.backup()
+        commits["c3"] = src.commit_rows(3)
+        src.switch_wal()
+    return WalgSource(root, root / "repo", [b1, b2, b3], commits, big)

@@ -156,11 +156,11 @@ def _extract_one(fmt, key: str, pgdata: Path, level: LevelFilter, owner) -> tupl
                                        block_size=fmt.block_size)
     except PgRestoreError:
         raise
-    except (EOFError, ValueError, RuntimeError) as exc:
-        raise _damaged(key, exc, fmt) from exc
     except OSError as exc:
         if exc.errno is not None:
-            raise
+            raise  # a local I/O error (disk full, …), not a property of the object
+        raise _damaged(key, exc, fmt) from exc
+    except Exception as exc:  # codec errors have no common base (ZstdError, LZ4 RuntimeError, brotli.error)
         raise _damaged(key, exc, fmt) from exc
     return counted.count, written
 
