@@ -68,6 +68,11 @@ class RestoreManager:
             raise done
         return done
 
+    def instance(self, key: RestoreKey) -> RestoredInstance | None:
+        """The restored instance of ``key`` when that restore succeeded (even after close(), if kept)."""
+        done = self._done.get(key)
+        return done if isinstance(done, RestoredInstance) else None
+
     def failure(self, settings) -> BaseException | None:
         done = self._done.get(key_for(settings))
         return done if isinstance(done, BaseException) else None

@@ -125,6 +125,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items[:] = out
 
 
+@pytest.hookimpl(trylast=True)  # after the runner's teardown: an interrupted drill still holds a connection
 def pytest_sessionfinish(session: pytest.Session) -> None:
     manager = session.config.stash.get(_MANAGER, None)
     if manager is None:
@@ -150,6 +151,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         if result.evidence.get("kept"):
             tr.write_line(f"  KEPT on purpose: {result.evidence['kept']} holds a copy of production data; "
                           f"delete it when done", red=True)
+            inst = manager.instance(key)
+            if inst is not None:
+                tr.write_line(f"  connect: psql -h {inst.socket_dir} -p {inst.port} -U {inst.user} {inst.dbname}"
+                              f"; stop: kill -INT $(cat {result.evidence['kept']}/postmaster.child)")
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -165,10 +170,12 @@ def restored_postgres(request: pytest.FixtureRequest, restore_manager: RestoreMa
     settings = settings_for(request.node)
     try:
         return restore_manager.ensure(settings)
-    except PgRestoreError as exc:
-        outcome = getattr(getattr(exc, "result", None), "outcome", None)
-        pytest.fail(f"{key_for(settings).label} failed{f' ({outcome})' if outcome else ''}: "
-                    f"{str(exc).splitlines()[0]}", pytrace=False)
+    except (PgRestoreError, OSError) as exc:  # the two kinds the manager remembers as a failed restore
+        failure = exc
+    # Outside the except block: a chained __context__ would repeat the restore item's whole message.
+    outcome = getattr(getattr(failure, "result", None), "outcome", None)
+    pytest.fail(f"{key_for(settings).label} failed{f' ({outcome})' if outcome else ''}: "
+                f"{str(failure).splitlines()[0]}", pytrace=False)
 
 
 @pytest.fixture
