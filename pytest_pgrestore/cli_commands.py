@@ -159,7 +159,9 @@ def wal_fetch(args) -> int:
     try:
         settings = resolve_settings(cli={"source": args.source, "format": args.format}, env=dict(os.environ),
                                     ini={})
-        fmt = get_format(open_store(settings.require_source(), env=settings.env), settings.format)
+        source = settings.require_source()
+        fmt = get_format(open_store(source, env=settings.env), settings.format, env=settings.env,
+                         selector=source.selector)
         key = fmt.find_wal(args.name)
         if key is None:
             print(f"pgrestore wal-fetch: {args.name} is not in the archive", file=sys.stderr)

@@ -47,7 +47,8 @@ class Restorer:
         if self._format is None:
             from .formats import get_format
 
-            self._format = get_format(self.store(), self.settings.format, env=self.settings.env)
+            self._format = get_format(self.store(), self.settings.format, env=self.settings.env,
+                                      selector=self.settings.require_source().selector)
         return self._format
 
     def catalog(self) -> Catalog:
@@ -70,6 +71,8 @@ class Restorer:
         with clock("catalog"):
             catalog = self.catalog()
         result.format = catalog.format
+        if catalog.selector and not self.settings.require_source().selector:  # picked: the only one
+            result.source += f"?{getattr(self.format(), 'SELECTOR', 'selector')}={catalog.selector}"
         with clock("plan"):
             try:
                 plan = make_plan(catalog, target, timeline=self.settings.timeline,

@@ -87,9 +87,16 @@ class SeaweedS3:
     """Start SeaweedFS in ``workdir``; stop it and everything it started on exit."""
 
     def __init__(
-        self, workdir: str | os.PathLike[str], *, start_timeout: float = 30.0, stop_grace: float = 10.0
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        start_timeout: float = 30.0,
+        stop_grace: float = 10.0,
+        tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     ) -> None:
         self.workdir = Path(workdir).absolute()
+        # (certificate, key): also serve S3 over HTTPS on ports["s3_https"] (pgBackRest needs TLS)
+        self.tls = (Path(tls[0]).absolute(), Path(tls[1]).absolute()) if tls else None
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace  # seconds between SIGTERM and SIGKILL; a clean stop takes 1.3-2.5 s
         self.admin = Credentials.random()
@@ -104,6 +111,12 @@ class SeaweedS3:
         if not self.ports:
             raise RuntimeError("SeaweedS3 is not started")
         return f"http://127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def https_endpoint(self) -> str:
+        if not self.ports or "s3_https" not in self.ports:
+            raise RuntimeError("SeaweedS3 is not started with tls=")
+        return f"https://127.0.0.1:{self.ports['s3_https']}"
 
     @property
     def log_path(self) -> Path:
@@ -126,7 +139,8 @@ class SeaweedS3:
         began = time.monotonic()
         try:
             for attempt in range(1, _START_ATTEMPTS + 1):
-                self.ports = dict(zip(_PORT_NAMES, _free_ports(len(_PORT_NAMES)), strict=True))
+                names = _PORT_NAMES + (("s3_https",) if self.tls else ())
+                self.ports = dict(zip(names, _free_ports(len(names)), strict=True))
                 self._proc = self._spawn(weed)
                 self.pid = self._proc.pid
                 if self._wait_ready():
@@ -284,6 +298,9 @@ class SeaweedS3:
             "-volume.preStopSeconds=0", "-idleTimeout=3",
         ]
         # fmt: on
+        if self.tls:
+            argv += [f"-s3.port.https={p['s3_https']}", f"-s3.cert.file={self.tls[0]}",
+                     f"-s3.key.file={self.tls[1]}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["TMPDIR"] = str(w)
         log.debug("starting %s", " ".join(argv))

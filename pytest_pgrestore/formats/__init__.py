@@ -46,36 +46,61 @@ class BackupFormat(Protocol):
 
 
 def _registry() -> dict[str, type]:
+    """Formats in detection order: the cheapest, most specific layouts first."""
+    from .barman import BarmanFormat
     from .basebackup import BaseBackupFormat
+    from .pgbackrest import PgBackRestFormat
     from .walg import WalgFormat
 
-    return {"basebackup": BaseBackupFormat, "walg": WalgFormat}
+    return {"basebackup": BaseBackupFormat, "walg": WalgFormat, "pgbackrest": PgBackRestFormat,
+            "barman": BarmanFormat}
 
 
 FORMATS = ("basebackup", "walg", "pgbackrest", "barman")
 
 
-def get_format(store: ObjectStore, requested: str = "auto", *, env=None) -> BackupFormat:
-    """The format ``requested`` (or the one whose layout the store holds); ``env`` carries the backup
-    tool's own settings (WAL-G's key and concurrency variables) to formats that read them."""
+def _make(cls: type, store: ObjectStore, env, selector: dict[str, str]) -> BackupFormat:
+    key = getattr(cls, "SELECTOR", None)  # "stanza" (pgBackRest) or "server" (barman)
+    if selector and key not in selector:
+        given = ", ".join(f"?{k}=" for k in selector)
+        raise FormatError(f"{given} does not apply to the {cls.name} format",
+                          checked=f"the source's query; {cls.name} takes "
+                                  + (f"?{key}=NAME" if key else "no selector"),
+                          fix="?stanza= is for pgBackRest repositories, ?server= for barman-cloud ones; "
+                              "drop the query or fix --restore-format")
+    kwargs = {}
+    if getattr(cls, "TAKES_ENV", False):
+        kwargs["env"] = env
+    if key:
+        kwargs["selector"] = selector
+    return cls(store, **kwargs)
+
+
+def get_format(store: ObjectStore, requested: str = "auto", *, env=None,
+               selector: dict[str, str] | None = None) -> BackupFormat:
+    """The format ``requested`` (or the one whose layout the store holds).
+
+    ``env`` carries the backup tool's own settings (WAL-G's key and concurrency variables) to
+    formats that read them; ``selector`` is the source's ``?stanza=`` / ``?server=`` query.
+    """
     registry = _registry()
-
-    def make(cls):
-        return cls(store, env=env) if getattr(cls, "TAKES_ENV", False) else cls(store)
-
+    selector = dict(selector or {})
     if requested != "auto":
         if requested not in registry:
             raise FormatError(f"format {requested!r} is not implemented yet",
                               checked=f"implemented formats: {', '.join(sorted(registry))}",
                               fix="use --restore-format=auto or one of the implemented formats")
-        return make(registry[requested])
-    for cls in registry.values():
+        return _make(registry[requested], store, env, selector)
+    candidates = {name: cls for name, cls in registry.items()
+                  if not selector or getattr(cls, "SELECTOR", None) in selector}
+    for cls in candidates.values():
         if cls.detect(store):
-            return make(cls)
+            return _make(cls, store, env, selector)
     top = sorted({info.key.split("/", 1)[0] for _, info in zip(range(200), store.list(""), strict=False)})
-    looked = "; ".join(f"{name}: {cls.LAYOUT_HINT}" for name, cls in registry.items())
+    looked = "; ".join(f"{name}: {cls.LAYOUT_HINT}" for name, cls in candidates.items())
     found = ", ".join(top[:10]) or "nothing (the prefix is empty)"
     raise FormatError(f"no backup found under {store.description}",
                       checked=f"looked for {looked}; found {found}",
-                      fix="point --restore-source at the prefix your backup tool writes to "
-                          "(the folder holding basebackups/ and wal/)")
+                      fix="point --restore-source at the prefix your backup tool writes to: the folder holding "
+                          "basebackups/ and wal/ (basebackup), basebackups_005/ and wal_005/ (WAL-G), "
+                          "archive/ and backup/ (pgBackRest repo1-path) or the barman-cloud destination URL")

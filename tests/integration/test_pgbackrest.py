@@ -1,0 +1,312 @@
+"""pgBackRest repositories as drill sources: real `pgbackrest` backups of a real server whose
+archive_command is ``pgbackrest archive-push``, into SeaweedFS over TLS and into a posix repo.
+
+Scenario (each source): demo schema, commits ``c0`` → full → ``c1`` → ``rp_between`` → incr
+(posix: diff) → incident → ``c2`` → WAL switch; each commit adds a row to ``t``.
+The posix repo then gets more full/incr backups, one per compression type.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from it_support import our_postgres_processes, run_dirs
+from tool_support import PgBackRest, ToolScenario, chown_tree, history, pgbackrest_source, self_signed_cert
+
+from pytest_pgrestore.demo.seaweed import SeaweedS3
+from pytest_pgrestore.errors import CorruptBackup, FormatError, PreflightError, RestoreFailed
+from pytest_pgrestore.formats.pgbackrest import StanzaError, UnsupportedRepository
+from pytest_pgrestore.restorer import Restorer
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(shutil.which("pgbackrest") is None, reason="apt-get install pgbackrest")]
+
+CODECS = ("lz4", "bz2", "none")  # the posix repo's extra full backups (gz: b1/b2; zst: the S3 repo)
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(workroot):
+    yield
+    assert run_dirs(workroot) == []
+    assert our_postgres_processes(workroot) == []
+
+
+@pytest.fixture(scope="module")
+def tls_s3(workroot):
+    cert, key = self_signed_cert(workroot / "pgbr-tls")
+    with SeaweedS3(workroot / "pgbr-s3", tls=(cert, key)) as s3:
+        s3.cert = cert
+        yield s3
+
+
+def https_env(s3, *, readonly: bool = True) -> dict[str, str]:
+    return {**s3.env(readonly=readonly), "AWS_ENDPOINT_URL": s3.https_endpoint, "AWS_CA_BUNDLE": str(s3.cert)}
+
+
+@pytest.fixture(scope="module")
+def pgbr_s3(workroot, tls_s3) -> ToolScenario:
+    """pgBackRest, S3 repo over TLS at s3://pgbr/repo, zst, full + incr."""
+    tls_s3.create_bucket("pgbr")
+    tool = PgBackRest.s3(workroot / "pgbr-s3-tool", endpoint_port=tls_s3.ports["s3_https"], bucket="pgbr",
+                         path="/repo", key=tls_s3.admin.access_key, secret=tls_s3.admin.secret_key,
+                         compress_type="zst")
+    with pgbackrest_source(workroot / "pgbr-s3-src", tool) as src:
+        sc = history(src, tool.backup)
+    sc.url, sc.env = "s3://pgbr/repo", https_env(tls_s3)
+    return sc
+
+
+@pytest.fixture(scope="module")
+def pgbr_posix(workroot) -> ToolScenario:
+    """pgBackRest, posix repo, gz full + diff, then one full (+ incr for lz4) per codec in CODECS."""
+    repo = workroot / "pgbr-posix-repo"
+    tool = PgBackRest.posix(workroot / "pgbr-posix-tool", repo, compress_type="gz")
+    with pgbackrest_source(workroot / "pgbr-posix-src", tool) as src:
+        sc = history(src, tool.backup, second="diff")
+        codec_backups = {}
+        for codec in CODECS:
+            tool.options["compress-type"] = codec
+            tool.write_config(src)
+            label = tool.backup("full")
+            codec_backups[label] = codec
+            src.commit_rows(1, table="extra")
+            if codec == "lz4":
+                label = tool.backup("incr")
+                codec_backups[label] = "lz4 incr"
+                src.commit_rows(1, table="extra")
+        src.switch_wal()
+    sc.url, sc.extra = f"file://{repo}", {"repo": repo, "codec_backups": codec_backups, "tool": tool}
+    return sc
+
+
+def restore_rows(settings, table: str = "t") -> tuple[int, object]:
+    with Restorer(settings).restore() as inst:
+        with inst.connect() as conn:
+            return conn.execute(f"select count(*) from {table}").fetchone()[0], inst.result
+
+
+def copy_repo(sc: ToolScenario, name: str) -> Path:
+    dest = Path(f"/tmp/pgr-pgbr-{os.getpid()}-{name}")
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(sc.extra["repo"], dest, symlinks=True)
+    return dest
+
+
+def object_count(s3, bucket: str, prefix: str) -> int:
+    client = s3.admin_client()
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sum(len(page.get("Contents", ())) for page in pages)
+    finally:
+        client.close()
+
+
+# -- S3 over TLS, zst: latest, a time between two commits, each backup by name ---------------------
+def test_s3_latest_replays_every_commit_and_never_writes_to_the_repository(pgbr_s3, tls_s3, settings_factory):
+    before = object_count(tls_s3, "pgbr", "repo/")
+    rows, result = restore_rows(settings_factory(pgbr_s3.url, env=pgbr_s3.env))
+    assert (rows, result.outcome, result.format) == (pgbr_s3.total_rows, "REACHED", "pgbackrest")
+    assert result.backup == pgbr_s3.backups["b2"]  # the incremental, resolved through its full
+    assert object_count(tls_s3, "pgbr", "repo/") == before
+
+
+@pytest.mark.parametrize("name,index", [("c1", 0), ("c2", 1)])
+def test_s3_time_between_two_commits(pgbr_s3, settings_factory, name, index):
+    rows, result = restore_rows(settings_factory(pgbr_s3.url, pgbr_s3.between(name, index), env=pgbr_s3.env))
+    assert (rows, result.outcome) == (pgbr_s3.rows_at(name, index), "REACHED")
+    assert result.backup == pgbr_s3.backups["b1" if name == "c1" else "b2"]
+
+
+@pytest.mark.parametrize("role,rows", [("b1", 2), ("b2", 4)])
+def test_s3_named_backup(pgbr_s3, settings_factory, role, rows):
+    target = f"backup:{pgbr_s3.backups[role]}"
+    got, result = restore_rows(settings_factory(pgbr_s3.url, target, env=pgbr_s3.env))
+    assert (got, result.outcome, result.backup) == (rows, "REACHED", pgbr_s3.backups[role])
+
+
+def test_s3_catalog_reads_the_repository_natively(pgbr_s3, settings_factory):
+    catalog = Restorer(settings_factory(pgbr_s3.url, env=pgbr_s3.env)).catalog()
+    assert [b.name for b in catalog.backups] == [pgbr_s3.backups["b1"], pgbr_s3.backups["b2"]]
+    assert [b.details["type"] for b in catalog.backups] == ["full", "incr"]
+    assert catalog.selector == "main" and "?stanza=main" in catalog.source
+    assert all(b.pg_major == 15 and b.segment_size == 16 << 20 for b in catalog.backups)
+
+
+def test_s3_same_drill_files_pass_unchanged(pgbr_s3, workroot):
+    """drills/ (the runbook checklist the demo runs on a basebackup source) against pgBackRest."""
+    drills = Path(__file__).resolve().parents[2] / "drills"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PGRESTORE_", "WALG_"))}
+    env.update(pgbr_s3.env, AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+               PGRESTORE_DRILL_INCIDENT_AT=pgbr_s3.incident_at)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(drills), "-p", "no:cacheprovider", "-q",
+         f"--restore-source={pgbr_s3.url}", f"--restore-workdir={workroot / 'runs'}"],
+        cwd=drills.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " failed" not in proc.stdout and "skipped" not in proc.stdout
+
+
+# -- posix repo: every codec, full/diff/incr ----------------------------------------------------
+def test_posix_time_target_through_a_diff_backup(pgbr_posix, settings_factory):
+    rows, result = restore_rows(settings_factory(pgbr_posix.url, pgbr_posix.between("c2", 0)))
+    assert (rows, result.outcome, result.backup) == (pgbr_posix.rows_at("c2", 0), "REACHED",
+                                                     pgbr_posix.backups["b2"])
+    assert pgbr_posix.backups["b2"].endswith("D")
+
+
+@pytest.mark.parametrize("codec", ["lz4", "lz4 incr", "bz2", "none"])
+def test_posix_each_compression_restores_by_name(pgbr_posix, settings_factory, codec):
+    label = next(k for k, v in pgbr_posix.extra["codec_backups"].items() if v == codec)
+    rows, result = restore_rows(settings_factory(pgbr_posix.url, f"backup:{label}"))
+    assert (rows, result.outcome) == (pgbr_posix.total_rows, "REACHED")
+
+
+def test_native_restore_matches_pgbackrest_restore(pgbr_posix, workroot, settings_factory):
+    """Every file our reader writes is byte-identical to what `pgbackrest restore` writes."""
+    from pytest_pgrestore.formats import get_format
+    from pytest_pgrestore.storage.local import LocalStore
+
+    label = pgbr_posix.backups["b2"]
+    ours, theirs = workroot / "cmp-ours", workroot / "cmp-theirs"
+    fmt = get_format(LocalStore(pgbr_posix.extra["repo"]), "pgbackrest")
+    backup = fmt.catalog().backup(label)
+    fmt.materialize(backup, ours / "pgdata", ours, owner=None)
+    theirs.mkdir()
+    chown_tree(theirs)
+    pgbr_posix.extra["tool"].run("restore", f"--set={label}", f"--pg1-path={theirs}", "--type=none")
+    try:
+        ignore = {"postgresql.auto.conf", "recovery.signal", "tablespace_map"}
+        mine = {p.relative_to(ours / "pgdata"): p for p in (ours / "pgdata").rglob("*") if p.is_file()}
+        real = {p.relative_to(theirs): p for p in theirs.rglob("*") if p.is_file() and p.name not in ignore}
+        assert sorted(map(str, mine)) == sorted(map(str, real))
+        differ = [str(k) for k, p in mine.items() if p.read_bytes() != real[k].read_bytes()]
+        assert differ == []
+    finally:
+        shutil.rmtree(ours, ignore_errors=True)
+        shutil.rmtree(theirs, ignore_errors=True)
+
+
+# -- twins: one defect each, named before or during the restore -------------------------------
+def test_twin_deleted_wal_segment_is_refused_before_download(pgbr_posix, settings_factory):
+    repo = copy_repo(pgbr_posix, "gap")
+    try:
+        segments = sorted((repo / "archive/main").glob("15-1/*/*-*"))
+        victim = segments[len(segments) // 2]
+        victim.unlink()
+        name = victim.name[:24]
+        with pytest.raises(PreflightError) as err:
+            restore_rows(settings_factory(f"file://{repo}"))
+        assert name in err.value.what
+        assert err.value.result.outcome == "REFUSED_PREFLIGHT" and err.value.result.bytes_fetched == 0
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def _stored_file(repo: Path, label: str, suffix: str) -> Path:
+    """The largest file stored in backup ``label`` itself (not by reference)."""
+    files = [p for p in (repo / "backup/main" / label / "pg_data" / "base").rglob("*") if p.is_file()]
+    return max((p for p in files if p.name.endswith(suffix)), key=lambda p: p.stat().st_size)
+
+
+@pytest.mark.parametrize("codec", ["none", "bz2"])
+def test_twin_flipped_byte_is_named_by_pgbackrests_checksum(pgbr_posix, settings_factory, codec):
+    label = next(k for k, v in pgbr_posix.extra["codec_backups"].items() if v == codec)
+    repo = copy_repo(pgbr_posix, f"flip-{codec}")
+    try:
+        victim = _stored_file(repo, label, "" if codec == "none" else ".bz2")
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        victim.write_bytes(bytes(data))
+        rel = str(victim.relative_to(repo / "backup/main" / label)).removesuffix(".bz2")
+        with pytest.raises(CorruptBackup) as err:
+            restore_rows(settings_factory(f"file://{repo}", f"backup:{label}"))
+        assert rel in err.value.what
+        assert ("fails pgBackRest's checksum" if codec == "none" else "does not decompress") in err.value.what
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def test_twin_damaged_archived_segment_aborts_replay(pgbr_posix, settings_factory):
+    repo = copy_repo(pgbr_posix, "walflip")
+    try:
+        segs = sorted((repo / "archive/main").glob("15-1/*/*-*"))
+        # the newest segment archived with gz: it holds c2, so replay to a time inside c2 reads it
+        victim = [s for s in segs if s.name.endswith(".gz")][-1]
+        raw = subprocess.run(["gzip", "-dc", str(victim)], capture_output=True, check=True).stdout
+        flipped = bytearray(raw)
+        flipped[100] ^= 0x01  # inside the page header of the first page: the content changes, gzip is valid
+        victim.write_bytes(subprocess.run(["gzip", "-c"], input=bytes(flipped), capture_output=True,
+                                          check=True).stdout)
+        with pytest.raises(RestoreFailed) as err:
+            restore_rows(settings_factory(f"file://{repo}", pgbr_posix.between("c2", 1)))
+        assert err.value.result.outcome == "RESTORE_COMMAND_ABORT"
+        assert victim.name in str(err.value) and "fails its checksum" in str(err.value)
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+# -- stanzas ------------------------------------------------------------------------------------
+def test_several_stanzas_fail_before_download_listing_them(pgbr_posix, settings_factory):
+    repo = copy_repo(pgbr_posix, "stanzas")
+    try:
+        for top in ("archive", "backup"):
+            shutil.copytree(repo / top / "main", repo / top / "other", symlinks=True)
+        with pytest.raises(StanzaError) as err:
+            Restorer(settings_factory(f"file://{repo}")).catalog()
+        assert "holds 2 stanzas: main, other" in err.value.what and "?stanza=" in err.value.fix
+        rows, result = restore_rows(settings_factory(f"file://{repo}?stanza=other", pgbr_posix.between("c1", 0)))
+        assert (rows, result.outcome) == (pgbr_posix.rows_at("c1", 0), "REACHED")
+        with pytest.raises(StanzaError, match="stanza 'nope' is not in"):
+            Restorer(settings_factory(f"file://{repo}?stanza=nope")).catalog()
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def test_source_pointing_straight_at_the_stanza_folder(pgbr_posix, settings_factory):
+    catalog = Restorer(settings_factory(f"{pgbr_posix.url}/backup/main")).catalog()
+    assert catalog.selector == "main" and len(catalog.backups) == 2 + 4
+    rows, result = restore_rows(settings_factory(f"{pgbr_posix.url}/archive/main", pgbr_posix.between("c1", 1)))
+    assert (rows, result.outcome) == (pgbr_posix.rows_at("c1", 1), "REACHED")
+
+
+def test_selector_for_another_format_is_refused(pgbr_posix, settings_factory):
+    with pytest.raises(FormatError, match=r"\?server= does not apply to the pgbackrest format"):
+        Restorer(settings_factory(f"{pgbr_posix.url}?server=pg", format="pgbackrest")).catalog()
+
+
+# -- features the native reader refuses, by name, at catalog time --------------------------------
+def _small_repo(workroot: Path, name: str, **options) -> tuple[PgBackRest, Path]:
+    repo = workroot / f"{name}-repo"
+    tool = PgBackRest.posix(workroot / f"{name}-tool", repo, compress_type="lz4", extra=options)
+    with pgbackrest_source(workroot / f"{name}-src", tool) as src:
+        src.commit_rows(2)
+        tool.backup("full")
+        src.commit_rows(2)
+        if options.get("repo1-block") == "y":
+            tool.backup("incr")
+        src.switch_wal()
+    return tool, repo
+
+
+def test_encrypted_repository_is_refused_at_catalog_time(workroot, settings_factory):
+    _tool, repo = _small_repo(workroot, "pgbr-enc", **{"repo1-cipher-type": "aes-256-cbc",
+                                                       "repo1-cipher-pass": "drill-secret"})
+    with pytest.raises(UnsupportedRepository) as err:
+        Restorer(settings_factory(f"file://{repo}")).catalog()
+    assert "encryption is not supported" in err.value.what and "pgbackrest restore" in err.value.fix
+
+
+def test_block_incremental_is_refused_and_its_bundled_twin_restores(workroot, settings_factory):
+    _tool, repo = _small_repo(workroot, "pgbr-block", **{"repo1-bundle": "y", "repo1-block": "y"})
+    with pytest.raises(UnsupportedRepository) as err:
+        Restorer(settings_factory(f"file://{repo}")).catalog()
+    assert "block incremental" in err.value.what
+    _tool, bundled = _small_repo(workroot, "pgbr-bundle", **{"repo1-bundle": "y"})
+    assert list(bundled.glob("backup/main/*/bundle/*"))  # really bundled
+    rows, result = restore_rows(settings_factory(f"file://{bundled}"))
+    assert (rows, result.outcome) == (4, "REACHED")
