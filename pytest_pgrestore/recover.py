@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["quarantine", "control_data", "server_settings", "write_config", "watch", "verify_backup"]
 
-#: Settings that must never take production's values, passed on the command line (highest
-#: precedence short of ALTER SYSTEM, whose file we replaced).
+#: Settings that must never take production's values.  They go on the command line, which beats
+#: every configuration file, postgresql.auto.conf included (we replace that file as well).
 QUARANTINE = {
     "archive_mode": "off",
     "archive_command": "",
@@ -42,6 +42,8 @@ QUARANTINE = {
     "lc_messages": "C",
     "hot_standby": "on",
 }
+RECOVERY_TARGETS = ("recovery_target", "recovery_target_lsn", "recovery_target_name", "recovery_target_time",
+                    "recovery_target_xid")
 _CONTROL_PARAMS = {  # pg_controldata line → setting, with our floor
     "max_connections setting": ("max_connections", 100),
     "max_worker_processes setting": ("max_worker_processes", 8),
@@ -51,9 +53,17 @@ _CONTROL_PARAMS = {  # pg_controldata line → setting, with our floor
 }
 
 
+def _run_tool(binaries: PgBinaries, name: str, args: list[str], *, timeout: float):
+    """Run a PostgreSQL utility: here, or where ``binaries`` live (a container's ``run``)."""
+    run = getattr(binaries, "run", None)
+    if run is not None:
+        return run(name, args, timeout=timeout)
+    return subprocess.run([str(binaries.tool(name)), *args], capture_output=True, text=True,
+                          env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, timeout=timeout)
+
+
 def control_data(binaries: PgBinaries, pgdata: Path) -> dict[str, str]:
-    out = subprocess.run([str(binaries.tool("pg_controldata")), "-D", str(pgdata)], capture_output=True,
-                         text=True, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, timeout=60)
+    out = _run_tool(binaries, "pg_controldata", ["-D", str(pgdata)], timeout=60)
     if out.returncode != 0:
         raise CorruptBackup(f"pg_controldata cannot read the restored pg_control: {out.stderr.strip()}",
                             checked=f"{pgdata}/global/pg_control",
@@ -68,12 +78,11 @@ def control_data(binaries: PgBinaries, pgdata: Path) -> dict[str, str]:
 
 def verify_backup(binaries: PgBinaries, pgdata: Path, manifest: Path) -> str:
     """Check every file against the backup_manifest checksums (WAL is checked by replay)."""
-    tool = binaries.tool("pg_verifybackup")
-    if not tool.exists():
+    has = getattr(binaries, "has", None)
+    if not (has("pg_verifybackup") if has else binaries.tool("pg_verifybackup").exists()):
         return "pg_verifybackup not available: manifest not checked"
-    out = subprocess.run([str(tool), "--no-parse-wal", "--manifest-path", str(manifest), str(pgdata)],
-                         capture_output=True, text=True, env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
-                         timeout=3600)
+    out = _run_tool(binaries, "pg_verifybackup", ["--no-parse-wal", "--manifest-path", str(manifest), str(pgdata)],
+                    timeout=3600)
     if out.returncode != 0:
         errors = [ln for ln in out.stderr.splitlines() if ln.strip()][:10]
         raise CorruptBackup("the restored files do not match the backup's manifest",
@@ -106,7 +115,12 @@ def server_settings(control: dict[str, str], *, major: int, port: int, socket_di
         value = control.get(line)
         settings[name] = str(max(int(value), floor) if value and value.isdigit() else floor)
     settings.update(listen_addresses="127.0.0.1", port=str(port), unix_socket_directories=str(socket_dir),
-                    restore_command=restore_command, **recovery)
+                    restore_command=restore_command)
+    # Every recovery target we do not use is set empty, so no file can smuggle one in.  Order
+    # matters: PostgreSQL refuses any assignment, even an empty one, to a second kind of target
+    # once one is set, so the empties come first and ours last.
+    settings.update({name: "" for name in RECOVERY_TARGETS if name not in recovery})
+    settings.update(recovery)
     return settings
 
 
@@ -175,18 +189,26 @@ def watch(server, *, socket_dir: Path, user: str, log_file: Path, deadline: floa
           spool=None) -> Observation:
     """Poll until recovery ends one way or another; never trust a single signal alone."""
     last: Probe | None = None
+    ask = getattr(server, "probe", None) or (lambda user: probe(socket_dir, server.port, user))
+    sync_log = getattr(server, "sync_log", None)  # a container's log reaches log_file on demand
     while True:
         exited = server.poll()
         if exited is not None:
+            if sync_log:
+                sync_log()
             return _observe(log_file, last, exited=exited, spool=spool)
-        state = probe(socket_dir, server.port, user)
+        state = ask(user)
         if state is not None:
             last = state
             if state.promoted or state.paused:
                 if state.paused and not state.promoted:
                     time.sleep(0.5)  # let the WARNING lines naming the parameter reach the log
+                if sync_log:
+                    sync_log()
                 return _observe(log_file, state, exited=None, spool=spool)
         if time.monotonic() > deadline:
+            if sync_log:
+                sync_log()
             return _observe(log_file, last, exited=None, spool=spool, timed_out=True)
         time.sleep(0.1)
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from .attempt import RestoreAttempt
 from .catalog import Catalog
-from .errors import PreflightError, RestoreFailed
+from .errors import BinariesNotFound, PreflightError, RestoreFailed
 from .instance import Hooks, RestoredInstance
 from .plan import Plan, make_plan
 from .result import Outcome, RestoreResult
@@ -87,6 +87,10 @@ class Restorer:
             try:
                 inst = attempt.run()
                 break
+            except BinariesNotFound as exc:  # known before any download: a refusal, with evidence
+                result.outcome, result.detail = Outcome.REFUSED_PREFLIGHT, str(exc)
+                exc.result = result
+                raise
             except RestoreFailed as exc:
                 nxt = attempt.retry_plan(exc)
                 if nxt is None:

