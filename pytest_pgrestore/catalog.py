@@ -56,8 +56,26 @@ class WalArchive:
         return sorted(set(self.segments) | set(self.history_keys))
 
     def newest_segno(self, tli: int) -> int | None:
-        segs = self.segments.get(tli)
-        return max(segs) if segs else None
+        """The newest archived segment replay can reach along ``tli``'s history.
+
+        Right after a failover the new timeline may have a history file and no segment yet:
+        the newest WAL on its path then still lies on an ancestor.
+        """
+        own = self.segments.get(tli)
+        if own:
+            return max(own)
+        try:
+            chain = self.ancestry(tli)
+        except KeyError:
+            return None
+        size = self.segment_size
+        best = None
+        for t, _begin, end in chain[:-1]:
+            limit = segno_of(end, size) if (end is not None and size) else None
+            fit = [s for s in self.segments.get(t, {}) if limit is None or s <= limit]
+            if fit:
+                best = max(fit) if best is None else max(best, max(fit))
+        return best
 
     def ancestry(self, tli: int) -> list[tuple[int, int, int | None]]:
         """``[(timeline, begin_lsn, end_lsn or None)]`` from the oldest ancestor to ``tli``.
@@ -77,6 +95,8 @@ class WalArchive:
 
     def descends_from(self, tli: int, backup: Backup) -> bool:
         """Can recovery from ``backup`` follow timeline ``tli``? (its fork lies past the backup end)"""
+        if tli == backup.timeline:
+            return True
         try:
             chain = self.ancestry(tli)
         except KeyError:
@@ -98,7 +118,10 @@ class WalArchive:
         first = segno_of(start_lsn, size)
         if last is None:
             return []
-        chain = self.ancestry(tli)
+        try:
+            chain = self.ancestry(tli)
+        except KeyError:  # the backup's own timeline without its history file: nothing forks here
+            chain = [(tli, 0, None)]
         out = []
         for segno in range(first, last + 1):
             seg_tli = chain[-1][0]
@@ -121,6 +144,7 @@ class Catalog:
     wal: WalArchive
     selector: str | None = None  # stanza/server picked, when the repository holds several
     latest: str | None = None  # what the format calls its newest backup (WAL-G: the newest sentinel)
+    wal_check: Any = None  # the format's own continuity report (walg: wal-verify integrity + timeline)
 
     def backup(self, name: str) -> Backup | None:
         """The backup called ``name``; ``LATEST`` is the format's newest (else the last to end)."""

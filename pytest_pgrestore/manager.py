@@ -58,7 +58,7 @@ class RestoreManager:
                     make_template(inst)
                 self._done[key] = inst
                 self.results[key] = inst.result
-            except (PgRestoreError, OSError) as exc:
+            except Exception as exc:  # remembered: every drill of this restore fails with it, none retries
                 self._done[key] = exc
                 result = getattr(exc, "result", None)
                 if result is not None:

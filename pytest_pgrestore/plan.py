@@ -56,7 +56,7 @@ def make_plan(catalog: Catalog, target: RestoreTarget, *, timeline: str = "lates
     newest = wal.newest_segno(tli)
     plan = Plan(target=target, backup=chosen, timeline=tli, segments=names, segment_keys=keys,
                 archive_end_lsn=(newest + 1) * size if newest is not None else None,
-                recovery=_recovery_settings(target, tli, inclusive),
+                recovery=_recovery_settings(target, _timeline_setting(wal, chosen, tli), inclusive),
                 fallbacks=[b for b in candidates if b is not chosen and b.stop_lsn < chosen.stop_lsn])
     return plan
 
@@ -199,8 +199,15 @@ def _check_gaps(wal, backup, tli, needed, target) -> None:
             "or increase WAL retention")
 
 
-def _recovery_settings(target: RestoreTarget, tli: int, inclusive: bool) -> dict[str, str]:
-    settings = {"recovery_target_timeline": str(tli), "recovery_target_action": "promote"}
+def _timeline_setting(wal: WalArchive, backup: Backup, tli: int) -> str:
+    """A timeline number PostgreSQL can check, or ``current`` when its history file is not kept."""
+    if tli == backup.timeline and tli > 1 and tli not in wal.histories:
+        return "current"
+    return str(tli)
+
+
+def _recovery_settings(target: RestoreTarget, tli: str, inclusive: bool) -> dict[str, str]:
+    settings = {"recovery_target_timeline": tli, "recovery_target_action": "promote"}
     incl = "on" if inclusive else "off"
     if target.stops_at_consistency:
         settings["recovery_target"] = "immediate"

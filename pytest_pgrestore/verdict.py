@@ -106,7 +106,8 @@ def decide(obs: Observation, target: RestoreTarget, *, timeline: int, segment_si
     listing taken after replay.
     """
     f = scan_log(obs.log_lines)
-    if f.restore_failed or obs.spool_errors:
+    # a fetch error only counts when replay needed that file: PostgreSQL aborted or never promoted
+    if f.restore_failed or (obs.spool_errors and not obs.promoted):
         name, why = f.restore_failed or ("?", "")
         extra = "; ".join(f"{k}: {v}" for k, v in obs.spool_errors.items())
         return Verdict(Outcome.RESTORE_COMMAND_ABORT,
