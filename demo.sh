@@ -27,6 +27,7 @@ if [ -n "$need_apt" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null
 fi
 
+HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 VENV=${PGRESTORE_VENV:-$HOME/.cache/pytest-pgrestore/venv}
 if [ ! -x "$VENV/bin/python" ]; then
     echo "demo.sh: creating virtualenv $VENV"
@@ -38,7 +39,7 @@ fi
 stamp="$VENV/.pgrestore-stamp"
 hash=$(cksum < pyproject.toml)
 here=$(pwd -P)/pytest_pgrestore
-there=$(cd / && "$VENV/bin/python" -c 'import os, pytest_pgrestore as p; print(os.path.dirname(os.path.realpath(p.__file__)))' 2>/dev/null || true)
+there=$(cd / && "$VENV/bin/python" -c 'import os, pytest_pgrestore as p; print(os.path.dirname(os.path.realpath(p.__file__)))' 2>/dev/null) || there=""
 case "$there $(cat "$stamp" 2>/dev/null || true)" in
     "$here $hash "test|"$here $hash "demo,html) ;;
     *)

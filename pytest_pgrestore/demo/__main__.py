@@ -58,11 +58,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Back up a demo PostgreSQL into a local S3 server and run the restore drills against it.",
         epilog="Arguments after -- go to pytest, e.g. -- -k pitr",
     )
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the work dir (archive, SeaweedFS data, source cluster) after the run")
-    parser.add_argument("--workdir", type=Path,
-                        help="where to build everything (default: .demo/ in the repository, or "
-                        "/tmp/pgrestore-demo-<uid> when the postgres user cannot reach the repository)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work dir (archive, SeaweedFS data, source cluster) after the run",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where to build everything (default: .demo/ in the repository, or "
+        "/tmp/pgrestore-demo-<uid> when the postgres user cannot reach the repository)",
+    )
     parser.add_argument("--drills", type=Path, help="the drills folder (default: drills/ of the repository)")
     parser.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -118,14 +124,26 @@ def _drill_env(s3_env: dict[str, str], workdir: Path, incident_at: str) -> dict[
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
     empty = workdir / "aws-config"  # so ~/.aws cannot add a profile, a region or other keys
     empty.write_text("")
-    env.update(s3_env, AWS_CONFIG_FILE=str(empty), AWS_SHARED_CREDENTIALS_FILE=str(empty),
-               PGRESTORE_DRILL_INCIDENT_AT=incident_at)
+    env.update(
+        s3_env,
+        AWS_CONFIG_FILE=str(empty),
+        AWS_SHARED_CREDENTIALS_FILE=str(empty),
+        PGRESTORE_DRILL_INCIDENT_AT=incident_at,
+    )
     return env
 
 
 def _pytest_argv(drills: Path, reports: dict[str, Path], extra: list[str]) -> list[str]:
-    argv = [sys.executable, "-m", "pytest", str(drills), f"--restore-source={SOURCE_URL}",
-            "--restore-target=latest", "-v", f"--junitxml={reports['report.xml']}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(drills),
+        f"--restore-source={SOURCE_URL}",
+        "--restore-target=latest",
+        "-v",
+        f"--junitxml={reports['report.xml']}",
+    ]
     if importlib.util.find_spec("pytest_html"):
         argv += [f"--html={reports['report.html']}", "--self-contained-html"]
     else:
@@ -159,8 +177,10 @@ def _summary(status, facts, incident_at, reports, workdir, keep, seconds) -> Non
     for path in reports.values():
         print(f"  report: {path}")
     if keep:
-        print(f"  kept: {workdir} (the archive is also a local source: "
-              f"pytest drills/ --restore-source=file://{workdir / 'archive'})")
+        print(
+            f"  kept: {workdir} (the archive is also a local source: "
+            f"pytest drills/ --restore-source=file://{workdir / 'archive'})"
+        )
     print(f"  result: {verdict} (pytest exit status {status}) in {seconds:.0f} s", flush=True)
 
 
@@ -170,8 +190,11 @@ def _drills_dir(given: Path | None) -> Path:
     for path in candidates:
         if path.is_dir():
             return path.resolve()
-    raise PgRestoreError("no drills folder found", checked=", ".join(map(str, candidates)),
-                         fix="run from a checkout of pytest-pgrestore, or pass --drills DIR")
+    raise PgRestoreError(
+        "no drills folder found",
+        checked=", ".join(map(str, candidates)),
+        fix="run from a checkout of pytest-pgrestore, or pass --drills DIR",
+    )
 
 
 def _workdir(given: Path | None, repo: Path) -> Path:
@@ -192,11 +215,17 @@ def _server_can_reach(path: Path) -> bool:
     """Can the server user (``postgres`` when we are root) search every directory down to ``path``?"""
     if os.geteuid() != 0:
         return True
-    pw = pwd.getpwnam("postgres")
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:  # no server user at all: SourceCluster says so, with the fix
+        return True
     for p in [path, *path.parents]:
         st = p.stat()
-        if not (st.st_mode & 0o001 or (st.st_uid == pw.pw_uid and st.st_mode & 0o100)
-                or (st.st_gid == pw.pw_gid and st.st_mode & 0o010)):
+        if not (
+            st.st_mode & 0o001
+            or (st.st_uid == pw.pw_uid and st.st_mode & 0o100)
+            or (st.st_gid == pw.pw_gid and st.st_mode & 0o010)
+        ):
             return False
     return True
 
