@@ -138,7 +138,16 @@ class WalgFormat:
         latest = max(sentinels.items(), key=lambda kv: (kv[1].last_modified, kv[1].key), default=None)
         cat = Catalog(source=self.store.description, format=self.name, backups=backups, wal=wal)
         cat.latest = latest[0] if latest and latest[0] in {b.name for b in backups} else None
+        cat.wal_check = self.wal_verify(cat)
         return cat
+
+    def wal_verify(self, cat: Catalog, *, timeline: int | None = None, start_segno: int | None = None):
+        """``wal-g wal-verify integrity timeline`` over this catalog's listing (no download)."""
+        from .walg_verify import wal_verify
+
+        return wal_verify(cat.wal, cat.backups, timeline=timeline, start_segno=start_segno,
+                          upload_window=_positive_int(self.env, "WALG_UPLOAD_CONCURRENCY", 16),
+                          delayed=int(self.env.get("WALG_INTEGRITY_MAX_DELAYED_WALS") or 0))
 
     def _refuse_foreign_crypto(self) -> None:
         set_vars = [v for v in FOREIGN_CRYPTO_VARS if self.env.get(v)]
@@ -239,6 +248,8 @@ class WalgFormat:
             return "none"
         if plain is None:
             return "unknown"
+        if self.key is not None:
+            return "libsodium"  # WAL-G applies the configured crypter to every object
         return pgp_or_kms(head) or "libsodium"
 
     def _wal_listing(self) -> WalArchive:

@@ -203,9 +203,16 @@ def pgp_or_kms(head: bytes) -> str | None:
     """Name the foreign encryption an object starts with, if it looks like one we refuse."""
     if not head:
         return None
-    first = head[0]
-    # OpenPGP packet tags: new format 0xC1 (PKESK), 0xC3 (SKESK); old format tag 1 or 3
-    if first in (0xC1, 0xC3) or (first & 0xC0 == 0x80 and (first >> 2) & 0x0F in (1, 3)):
+    # an OpenPGP message to a public key starts with a PKESK packet: tag 1 in the new format (0xC1)
+    # or the old one (0x84/0x85), then its length, version 3 (or 6), an 8-byte key id, an algorithm
+    pkesk = None
+    if head[:1] == b"\xc1" and len(head) > 12 and head[1] < 192:
+        pkesk = head[2:]
+    elif head[:1] == b"\x84" and len(head) > 12:
+        pkesk = head[2:]
+    elif head[:1] == b"\x85" and len(head) > 13:
+        pkesk = head[3:]
+    if pkesk is not None and pkesk[0] in (3, 6) and pkesk[9] in (1, 2, 16, 18, 25):
         return "OpenPGP (WALG_PGP_KEY)"
     if head.startswith(b"\x01\x02\x02\x00"):  # AWS KMS ciphertext blob heading WAL-G's CSE envelope
         return "AWS KMS client-side encryption (WALG_CSE_KMS_ID)"

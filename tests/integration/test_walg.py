@@ -186,6 +186,10 @@ def test_twin_missing_segment_mid_range_is_refused_before_download(walg, seaweed
         (out / "wal_005" / f"{gone}.lz4").unlink()
 
     url, _ = layout("gap", backups=(0,), method="lz4", mutate=drop)
+    check = Restorer(settings_factory(url, env=s3_env(seaweed))).catalog().wal_check  # wal-verify's view
+    # within WALG_UPLOAD_CONCURRENCY (16) of the newest segment WAL-G calls it "probably uploading"
+    assert [(r.start_segment, r.status) for r in check.missing] == [(gone, "MISSING_UPLOADING")]
+    assert check.integrity_status == "WARNING"
     with pytest.raises(PreflightError) as err:
         restore(settings_factory(url, env=s3_env(seaweed)))
     assert gone in str(err.value)
