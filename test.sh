@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install what the test suite needs, then run it:  ./test.sh [pytest args...]
 #
-# - PostgreSQL 15, zstd and lz4 from Debian (apt-get only when something is missing; as root)
+# - PostgreSQL 15, zstd, lz4 and pgbackrest from Debian (apt-get only when something is missing; as root)
 # - a virtualenv at ${PGRESTORE_VENV:-$HOME/.cache/pytest-pgrestore/venv} with .[test]
 #   (a venv under /root is fine: the suite copies the binaries the server needs to a readable cache)
 # - python -m pytest tests -p no:cacheprovider -ra "$@"  (without tests when "$@" names paths)
@@ -14,6 +14,8 @@ need_apt=""
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt="$need_apt postgresql-15"
 command -v zstd >/dev/null 2>&1 || need_apt="$need_apt zstd"
 command -v lz4 >/dev/null 2>&1 || need_apt="$need_apt lz4"
+# the pgBackRest format's integration tests make real pgBackRest backups (they skip without it)
+command -v pgbackrest >/dev/null 2>&1 || need_apt="$need_apt pgbackrest"
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt="$need_apt python3-venv"
 if [ -n "$need_apt" ]; then
