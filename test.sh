@@ -15,19 +15,22 @@ need_apt=""
 command -v zstd >/dev/null 2>&1 || need_apt="$need_apt zstd"
 command -v lz4 >/dev/null 2>&1 || need_apt="$need_apt lz4"
 # the pgBackRest format's integration tests make real pgBackRest backups (they skip without it)
-command -v pgbackrest >/dev/null 2>&1 || need_apt="$need_apt pgbackrest"
+want_apt=""
+command -v pgbackrest >/dev/null 2>&1 || want_apt=" pgbackrest"
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt="$need_apt python3-venv"
-if [ -n "$need_apt" ]; then
-    if [ "$(id -u)" -ne 0 ]; then
+if [ "$(id -u)" -ne 0 ]; then
+    if [ -n "$need_apt" ]; then
         echo "test.sh: missing Debian packages:$need_apt" >&2
-        echo "test.sh: install them as root (apt-get install -y$need_apt) and run again" >&2
+        echo "test.sh: install them as root (apt-get install -y$need_apt$want_apt) and run again" >&2
         exit 1
     fi
-    echo "test.sh: installing$need_apt"
+    [ -z "$want_apt" ] || echo "test.sh: no$want_apt: its tests will be skipped (apt-get install$want_apt)" >&2
+elif [ -n "$need_apt$want_apt" ]; then
+    echo "test.sh: installing$need_apt$want_apt"
     apt-get update -qq
     # shellcheck disable=SC2086  # a list of package names
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_apt$want_apt >/dev/null
 fi
 
 HOME=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
