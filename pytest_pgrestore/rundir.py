@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunDir", "free_port", "sweep_stale"]
+__all__ = ["RunDir", "free_port", "sweep_stale", "list_run_dirs"]
 
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes including ".s.PGSQL.NNNNN"
 
@@ -33,8 +33,9 @@ class RunDir:
         workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(workdir, 0o755)  # the server user must traverse it to reach its own run dir
         sweep_stale(workdir)
+        parent = _server_parent(workdir, owner)
         name = f"r-{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
-        path = workdir / name
+        path = parent / name
         path.mkdir(mode=0o700)
         run = cls(path, owner, pgdata)
         if pgdata is not None:
@@ -92,6 +93,24 @@ class RunDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def _server_parent(workdir: Path, owner: tuple[int, int] | None) -> Path:
+    """Run dirs of a server user live in a folder it owns, so its supervisor can remove them
+    entirely after a SIGKILL of the harness (unlinking needs write access to the parent)."""
+    if owner is None:
+        return workdir
+    parent = workdir / f"srv-{owner[0]}"
+    parent.mkdir(mode=0o700, exist_ok=True)
+    os.chown(parent, *owner)
+    return parent
+
+
+def list_run_dirs(workdir: Path) -> list[Path]:
+    """Every run dir under ``workdir``, whoever the server user was."""
+    if not workdir.is_dir():
+        return []
+    return sorted([*workdir.glob("r-*"), *workdir.glob("srv-*/r-*")])
+
+
 def _claim_empty_dir(path: Path, owner: tuple[int, int] | None) -> None:
     from .errors import UsageError
 
@@ -127,7 +146,7 @@ def _alive(pid: int) -> bool:
 def sweep_stale(workdir: Path) -> list[Path]:
     """Remove run dirs whose harness died without cleaning up (and that were not kept)."""
     removed = []
-    for d in workdir.glob("r-*"):
+    for d in list_run_dirs(workdir):
         try:
             pid = int((d / "harness.pid").read_text())
         except (OSError, ValueError):

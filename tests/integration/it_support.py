@@ -61,7 +61,9 @@ def copy_repo(sc: Scenario, dest: Path) -> Path:
 
 def run_dirs(workroot: Path) -> list[str]:
     runs = workroot / "runs"
-    return sorted(p.name for p in runs.glob("r-*")) if runs.exists() else []
+    from pytest_pgrestore.rundir import list_run_dirs
+
+    return [str(p.relative_to(runs)) for p in list_run_dirs(runs)]
 
 
 def our_postgres_processes(workroot: Path) -> list[str]:

@@ -13,6 +13,8 @@ import psycopg
 import pytest
 from it_support import our_postgres_processes
 
+from pytest_pgrestore.rundir import list_run_dirs
+
 pytestmark = pytest.mark.integration
 
 PGRESTORE = [sys.executable, "-m", "pytest_pgrestore.cli"]
@@ -128,7 +130,7 @@ def test_restore_keep_running_then_stop(pg15, workroot):
               env={**pg15.s3_env, "PGRESTORE_WORKDIR": str(workroot / "cli-runs")})
     assert out.returncode == 0, out.stderr
     assert "REACHED" in out.stdout and "kill -INT" in out.stderr
-    run_dir = next((workroot / "cli-runs").glob("r-*"))
+    (run_dir,) = list_run_dirs(workroot / "cli-runs")
     try:
         password = (run_dir / "password").read_text().strip()
         with psycopg.connect(host="127.0.0.1", port=55432, user="postgres", password=password,
@@ -153,7 +155,7 @@ def test_restore_without_keep_running_leaves_a_stopped_pgdata(pg15, workroot):
     try:
         assert out.returncode == 0, out.stderr
         assert (pgdata / "PG_VERSION").exists() and not (pgdata / "postmaster.pid").exists()
-        assert list((workroot / "cli-runs2").glob("r-*")) == []
+        assert list_run_dirs(workroot / "cli-runs2") == []
         assert our_postgres_processes(workroot) == []
     finally:
         shutil.rmtree(pgdata, ignore_errors=True)

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from plugin_support import copy_repo, leftovers, our_postgres_processes, run_dirs, wait_for
 
+from pytest_pgrestore.rundir import list_run_dirs
+
 
 @pytest.fixture
 def run_drills(pytester: pytest.Pytester, workroot: Path, monkeypatch: pytest.MonkeyPatch):
@@ -307,12 +309,6 @@ def test_ctrl_c_during_the_restore_leaves_nothing(pytester, scenario, workroot):
     assert_nothing_left(workroot)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the supervisor runs as postgres and cannot unlink its run dir from the root-owned "
-    "workdir; an empty r-* dir stays (and sweep_stale skips it: no harness.pid)",
-)
 def test_sigkill_of_the_harness_lets_the_supervisor_clean_up(pytester, scenario, workroot):
     proc, _ = start_sleeping_drill(pytester, scenario, workroot)
     proc.send_signal(signal.SIGKILL)
@@ -340,7 +336,7 @@ def test_keep_always_leaves_the_server_and_says_how_to_reach_it(pytester, run_dr
         pid = int((run_dir / "postmaster.child").read_text())
         assert not wait_for(lambda: not Path(f"/proc/{pid}").exists(), 1.5), "kept server stopped"
     finally:
-        for run_dir in (workroot / "runs").glob("r-*"):
+        for run_dir in list_run_dirs(workroot / "runs"):
             try:
                 os.kill(int((run_dir / "postmaster.child").read_text()), signal.SIGINT)
             except (OSError, ValueError):
