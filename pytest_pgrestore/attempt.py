@@ -33,7 +33,9 @@ class RestoreAttempt:
         self.rundir: RunDir | None = None
         self.server = None
         self.spool: WalSpool | None = None
-        self.owner = server_owner()
+        self.docker = None  # a DockerRuntime once --restore-runtime docker/auto chose it
+        self._runtime_chosen = self.settings.runtime == "local"
+        self.owner = server_owner() if self._runtime_chosen else None
 
     # -- the happy path, step by step -----------------------------------------------------
     def run(self) -> RestoredInstance:
@@ -49,6 +51,8 @@ class RestoreAttempt:
         self.rundir = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}",
                                     pgdata=self.pgdata)
         result.evidence["run_dir"] = str(self.rundir.path)
+        if self.docker is not None:
+            self.docker.attach(self.rundir, port=self.port or free_port())
         try:
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
@@ -64,8 +68,32 @@ class RestoreAttempt:
 
     def _binaries(self, major: int | None) -> PgBinaries:
         s = self.settings
+        if not self._runtime_chosen:
+            self._choose_runtime(major)
+        if self.docker is not None:
+            tools = self.docker.binaries(major)
+            self.owner = self.docker.owner
+            if self.rundir is not None and self.docker.run is None:
+                self.docker.attach(self.rundir, port=self.port or free_port())
+            return tools
         return find_binaries(major, explicit=s.pg_bin, server_uid=self.owner[0] if self.owner else None,
                              cache_dir=s.workdir / "bin")
+
+    def _choose_runtime(self, major: int) -> None:
+        from .runtimes.docker import DockerRuntime, docker_or_local
+
+        if self.settings.runtime == "docker":
+            self.docker = DockerRuntime(self.settings)
+            why = f"docker: --restore-runtime=docker (from {self.settings.origins.get('runtime', 'default')})"
+        else:
+            self.docker, why = docker_or_local(self.settings, major)
+            if self.docker is None:
+                self.owner = server_owner()
+                if self.rundir is not None:
+                    self.rundir.owner = self.owner
+        log.info("restore runtime %s", why)
+        self.result.evidence["runtime"] = why
+        self._runtime_chosen = True
 
     def _fetch_and_verify(self, bins: PgBinaries | None) -> PgBinaries:
         fmt, run, result = self.restorer.format(), self.rundir, self.result
@@ -89,9 +117,11 @@ class RestoreAttempt:
         with self.clock("prepare"):
             control = control_data(bins, run.pgdata)
             self.result.evidence["kept_from_production"] = quarantine(run.pgdata, run.path / "evidence")
-            socket_dir, port = run.socket_dir(), self.port or free_port()
+            socket_dir = run.socket_dir()
+            port = self.docker.port if self.docker else self.port or free_port()
             wrapper = write_wrapper(run.path / "restore_wal.sh", run.spool, os.getpid(),
-                                    max_wait_s=self.settings.timeout)
+                                    max_wait_s=self.settings.timeout,
+                                    heartbeat=self.docker.container().heartbeat_file if self.docker else None)
             settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
                                        restore_command=f"/bin/sh '{wrapper}' %f %p", recovery=plan.recovery)
             conf = write_config(run.path, settings)
@@ -99,9 +129,16 @@ class RestoreAttempt:
         self.spool = WalSpool(self.restorer.format(), plan, run.spool, owner=self.owner,
                               before_deliver=self.restorer.hooks.before_deliver).start()
         cmdline = {k: v for k, v in settings.items() if k in QUARANTINE or k == "restore_command"}
-        self.server = LocalRuntime(bins, owner=self.owner).start(
-            run_dir=run.path, pgdata=run.pgdata, config_file=conf, port=port, log_file=run.log_file,
-            socket_dir=socket_dir, settings=cmdline)
+        if self.docker is not None:
+            self.result.evidence["runtime_detail"] = self.docker.describe()
+            history = {f"{tli:08X}.history": key for tli, key in self.catalog.wal.history_keys.items()}
+            self.server = self.docker.start(config_file=conf, settings=cmdline, spool=self.spool,
+                                            extra_wal=history, kept=self.result.evidence["kept_from_production"])
+            self.result.evidence["runtime_detail"] = self.docker.describe()
+        else:
+            self.server = LocalRuntime(bins, owner=self.owner).start(
+                run_dir=run.path, pgdata=run.pgdata, config_file=conf, port=port, log_file=run.log_file,
+                socket_dir=socket_dir, settings=cmdline)
         if self.restorer.hooks.after_start:
             self.restorer.hooks.after_start(self.server)
         return self.server, socket_dir
@@ -135,9 +172,10 @@ class RestoreAttempt:
 
     def _instance(self, bins: PgBinaries, socket_dir) -> RestoredInstance:
         s = self.settings
-        inst = RestoredInstance(host="127.0.0.1", port=self.server.port, user=s.user, dbname=s.dbname,
-                                socket_dir=str(socket_dir), version=bins.version, result=self.result,
-                                run_dir=self.rundir.path)
+        make = self.docker.instance if self.docker is not None else RestoredInstance
+        inst = make(host=self.server.host, port=self.server.port, user=s.user, dbname=s.dbname,
+                    socket_dir=self.server.socket_dir, version=bins.version, result=self.result,
+                    run_dir=self.rundir.path)
         with inst.admin_connect("template1", autocommit=True) as conn:
             if not conn.execute("select 1 from pg_database where datname = %s", (s.dbname,)).fetchone():
                 names = [r[0] for r in conn.execute("select datname from pg_database where datallowconn")]
@@ -165,6 +203,8 @@ class RestoreAttempt:
             return
         if keep:
             self.rundir.keep()
+            if self.docker is not None:
+                self.docker.close(keep=True)
             self.result.evidence["kept"] = str(self.rundir.path)
             why = "--keep-running" if keep_running else f"--restore-keep={self.settings.keep}"
             log.warning("kept the restored server and %s on purpose (%s): it holds a copy of production data; "
@@ -173,6 +213,8 @@ class RestoreAttempt:
             return
         if self.server is not None:
             self.server.stop()
+        if self.docker is not None:
+            self.docker.close()
         self.rundir.remove(keep_pgdata=not failed)  # a manual restore's PGDATA is the product
         self.rundir = None
 

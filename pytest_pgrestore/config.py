@@ -346,6 +346,19 @@ class OptionSpec:
 _FORMATS = ("auto", "basebackup", "walg", "pgbackrest", "barman")
 _RUNTIMES = ("local", "docker", "auto")
 _KEEP = ("never", "on-failure", "always")
+_DOCKER_NETWORKS = ("bridge", "host")
+_DOCKER_MODES = ("auto", "bind", "copy")
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@{}-]*")
+
+
+def _parse_image(value: object, origin: str) -> str:
+    """A docker image reference; ``{major}`` stands for the backup's PostgreSQL major version."""
+    text = _text(value, origin, "image")
+    fields = set(re.findall(r"{([^{}]*)}", text))
+    if not _IMAGE.fullmatch(text) or fields - {"major"} or text.count("{") != text.count("}"):
+        raise _usage(f"invalid image {text!r}", origin, "an image reference; {major} is the only placeholder",
+                     "e.g. postgres:{major} or registry.example.com/pg:{major}-alpine")
+    return text
 
 OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("source", None, _parse_source, f"where the backups live: {SOURCE_SYNTAX}"),
@@ -374,6 +387,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "target_inclusive", "true", _parse_bool, "stop just after (true) or just before (false) the target"
     ),
     OptionSpec("pg_bin", None, _parse_dir, "directory of PostgreSQL binaries (default: found by version)"),
+    OptionSpec("image", "postgres:{major}", _parse_image,
+               "docker runtime: image to serve the restore in; {major} is the backup's major version"),
+    OptionSpec("docker_network", "bridge", _one_of(*_DOCKER_NETWORKS),
+               "docker runtime: bridge (publish a port) or host (the daemon's network)", _DOCKER_NETWORKS),
+    OptionSpec("docker_mode", "auto", _one_of(*_DOCKER_MODES),
+               "docker runtime: hand PGDATA over by bind mount, by copy, or auto (bind when the daemon "
+               "sees our files)", _DOCKER_MODES),
 )
 _BY_NAME = {spec.name: spec for spec in OPTIONS}
 
@@ -392,6 +412,9 @@ class Settings:
     timeline: str  # "latest" | "current" | decimal id
     target_inclusive: bool
     pg_bin: Path | None
+    image: str = "postgres:{major}"
+    docker_network: str = "bridge"
+    docker_mode: str = "auto"
     origins: dict[str, str] = field(default_factory=dict, hash=False)  # name -> "env PGRESTORE_TARGET"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)  # holds AWS secrets
 

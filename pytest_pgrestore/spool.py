@@ -60,10 +60,33 @@ done
 """
 
 
-def write_wrapper(path: Path, spool: Path, harness_pid: int, *, max_wait_s: float) -> Path:
-    """Write the wrapper script; ``max_wait_s`` bounds one wait (the restore timeout)."""
+#: Inside a container the harness's pid is not visible: liveness is a heartbeat file the harness
+#: rewrites (a counter, at least every few seconds).  Unchanged for ``stale`` polls means gone.
+_HARNESS_ALIVE_PID = '  [ -d "/proc/$pid" ] || exit 204\n'
+_HARNESS_ALIVE_HEARTBEAT = """\
+  now=; [ -r "$hb" ] && read -r now < "$hb"
+  if [ "$now" != "$beat" ]; then beat=$now; still=0; else still=$((still + 1)); fi
+  [ "$still" -gt "$stale" ] && exit 204
+"""
+
+
+def write_wrapper(path: Path, spool: Path, harness_pid: int | None, *, max_wait_s: float,
+                  heartbeat: Path | None = None, stale_s: float = 20.0) -> Path:
+    """Write the wrapper script; ``max_wait_s`` bounds one wait (the restore timeout).
+
+    With ``heartbeat`` (a container, where ``/proc/<harness pid>`` cannot be seen) the harness
+    counts as gone once that file has not changed for ``stale_s`` seconds of waiting.
+    """
     limit = max(1, int(max_wait_s / 0.02))
-    path.write_text(_WRAPPER.format(spool=shlex.quote(str(spool)), pid=harness_pid, limit=limit))
+    text = _WRAPPER.format(spool=shlex.quote(str(spool)), pid=harness_pid or 0, limit=limit)
+    if heartbeat is not None:
+        assert _HARNESS_ALIVE_PID in text and "waited=0\n" in text, "the wrapper's liveness check moved"
+        stale = max(1, int(stale_s / 0.02))
+        text = text.replace(_HARNESS_ALIVE_PID, _HARNESS_ALIVE_HEARTBEAT).replace(
+            "waited=0\n", f"waited=0; hb={shlex.quote(str(heartbeat))}; stale={stale}; beat=; still=0\n")
+    elif harness_pid is None:
+        raise ValueError("write_wrapper needs the harness pid or a heartbeat file")
+    path.write_text(text)
     path.chmod(0o755)
     return path
 
@@ -122,6 +145,26 @@ class WalSpool:
             t.join(timeout=10)
         if self._pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def fetch_all(self, extra: dict[str, str], *, timeout: float) -> None:
+        """Fetch every planned segment and the ``extra`` files (name → key) before replay starts:
+        a copy into a container must carry everything up front.  A failed fetch leaves its
+        ``.error`` marker for the wrapper, as during replay."""
+        with self._lock:
+            self.window = max(self.window, len(self.plan.segments))
+            self._lock.notify_all()
+        for name, key in extra.items():
+            if not (self.dir / name).exists():
+                self._deliver(name, key)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                done = all(n in self._delivered or n in self.stats.errors for n in self.plan.segments)
+            if done or self._stop.is_set():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fetching {len(self.plan.segments)} planned WAL files took over {timeout:.0f}s")
+            time.sleep(0.05)
 
     def __enter__(self) -> WalSpool:
         return self.start()

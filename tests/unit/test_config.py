@@ -245,6 +245,9 @@ def test_option_table_names() -> None:
         "timeline",
         "target_inclusive",
         "pg_bin",
+        "image",
+        "docker_network",
+        "docker_mode",
     ]
     spec = next(spec for spec in OPTIONS if spec.name == "target_inclusive")
     assert spec.cli_flag == "--restore-target-inclusive"
@@ -260,6 +263,8 @@ def test_option_table_names() -> None:
         ("format", ("auto", "basebackup", "walg", "pgbackrest", "barman")),
         ("runtime", ("local", "docker", "auto")),
         ("keep", ("never", "on-failure", "always")),
+        ("docker_network", ("bridge", "host")),
+        ("docker_mode", ("auto", "bind", "copy")),
     ],
 )
 def test_choices_are_declared_and_enforced(name: str, choices: tuple[str, ...]) -> None:
@@ -313,6 +318,9 @@ def test_every_option_reads_every_layer() -> None:
             "format": "walg",
             "runtime": "local",
             "keep": "always",
+            "image": "registry.example.com/pg:{major}-alpine",
+            "docker_network": "host",
+            "docker_mode": "copy",
         }[spec.name]
         for layer, origin in (
             ("overrides", f"keyword {spec.name}="),

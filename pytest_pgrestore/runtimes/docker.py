@@ -1,0 +1,535 @@
+"""The docker runtime: serve the restored PGDATA in a throwaway container of the backup's version.
+
+The restore itself (fetch, unpack, WAL spool) happens on the runner, as for the local runtime;
+the container only serves the run dir.  It runs ``postgres`` from the image's PATH as the image's
+own ``postgres`` user (its uid/gid read from the image's /etc/passwd), never the entrypoint.
+PostgreSQL utilities (pg_controldata, pg_verifybackup) run inside the same container.
+
+Transfer: ``bind`` mounts the run dir at the same path (the daemon shares our filesystem and we
+can hand the files to the server's uid); ``copy`` copies it into an anonymous volume at the same
+path (docker:dind, remote daemons).  ``auto`` tries bind and checks a token through the mount.
+Network: ``bridge`` publishes the port on the daemon's address (127.0.0.1 for a local daemon) and
+the hba admits only the bridge gateway; ``host`` listens on 127.0.0.1 in the daemon's network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import logging
+import os
+import re
+import secrets
+import tarfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import BinariesNotFound, PgRestoreError
+from ..instance import RestoredInstance
+from .container import HEARTBEAT_TICK, STALE_AFTER, SUPERVISOR, PgContainer, SpoolMirror
+from .docker_sweep import run_labels, sweep_containers
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DockerRuntime", "DockerServer", "DockerUnavailable", "ImageUnavailable", "ImageTools",
+           "docker_or_local"]
+
+_PULL_STALL_S = 30  # a pull that makes no progress for this long fails
+
+
+class DockerUnavailable(PgRestoreError):
+    """No Docker daemon answers."""
+
+
+class ImageUnavailable(PgRestoreError):
+    """The image is neither present nor pullable, or cannot serve this backup."""
+
+
+def _connect(timeout: float):
+    """A testcontainers DockerClient (DOCKER_HOST, docker context, testcontainers properties)."""
+    try:
+        from testcontainers.core.docker_client import DockerClient, get_docker_host
+    except ImportError as exc:
+        raise DockerUnavailable("the docker runtime needs the docker extra",
+                                checked="import testcontainers, docker",
+                                fix="pip install 'pytest-pgrestore[docker]', or use --restore-runtime=local") from exc
+    where = get_docker_host() or "the default socket (unix:///var/run/docker.sock)"
+    try:
+        tc = DockerClient(timeout=timeout)
+        tc.client.ping()
+    except Exception as exc:
+        raise DockerUnavailable(
+            f"no Docker daemon answers at {where}: {_short(exc)}",
+            checked="DOCKER_HOST, the current docker context and ~/.testcontainers.properties",
+            fix="start Docker or point DOCKER_HOST at a daemon (unix:///path/docker.sock or tcp://host:2375); "
+                "or use --restore-runtime=local with PostgreSQL installed (auto picks it by itself)") from exc
+    return tc, where
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:300]
+
+
+@dataclass
+class Image:
+    ref: str
+    id: str
+    owner: tuple[int, int]
+    path: str  # the image's PATH, where postgres is looked for
+    pg_major: int | None  # from the image's PG_MAJOR, when it declares one
+
+
+_owners: dict[str, tuple[int, int]] = {}
+
+
+def _resolve_image(client, ref: str) -> Image:
+    import docker.errors
+
+    try:
+        img = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        img = _pull(client, ref)
+    env = dict(e.split("=", 1) for e in img.attrs.get("Config", {}).get("Env") or [] if "=" in e)
+    major = env.get("PG_MAJOR", "")
+    return Image(ref, img.id, _image_owner(client, img), env.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+                 int(major) if major.isdigit() else None)
+
+
+def _pull(client, ref: str):
+    """Pull, failing fast: no progress for _PULL_STALL_S seconds is a failure."""
+    import docker
+    from docker.utils import parse_repository_tag
+
+    repo, tag = parse_repository_tag(ref)
+    quick = docker.APIClient(base_url=client.api.base_url, timeout=_PULL_STALL_S, version=client.api.api_version)
+    try:
+        for line in quick.pull(repo, tag=tag or "latest", stream=True, decode=True):
+            if "error" in line:
+                raise RuntimeError(line["error"])
+        return client.images.get(ref)
+    except Exception as exc:
+        raise ImageUnavailable(
+            f"image {ref} is not present on the Docker daemon and could not be pulled: {_short(exc)}",
+            checked=f"docker image inspect {ref}; docker pull {ref}",
+            fix=f"docker pull {ref} (or docker load) where the registry is reachable, or name an image the "
+                "daemon has with --restore-image (a {major} placeholder is filled in)") from exc
+    finally:
+        quick.close()
+
+
+def _image_owner(client, img) -> tuple[int, int]:
+    """uid/gid of the image's ``postgres`` user, read from its /etc/passwd (no container runs)."""
+    if img.id in _owners:
+        return _owners[img.id]
+    probe = client.containers.create(img.id, command=["true"], entrypoint=[], labels={})
+    try:
+        stream, _ = probe.get_archive("/etc/passwd")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.getmembers()[0]
+            passwd = tar.extractfile(member).read().decode("utf-8", "replace")
+    finally:
+        probe.remove(force=True, v=True)
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[0] == "postgres" and fields[2].isdigit() and fields[3].isdigit():
+            _owners[img.id] = int(fields[2]), int(fields[3])
+            return _owners[img.id]
+    raise ImageUnavailable("the image has no postgres user to run the server as",
+                           checked="the image's /etc/passwd",
+                           fix="use an image built like the official postgres images, or pass --restore-image")
+
+
+class ImageTools:
+    """PostgreSQL binaries inside the container: the PgBinaries protocol, run with docker exec."""
+
+    def __init__(self, runtime: DockerRuntime, image: Image, major: int) -> None:
+        self.runtime, self.image, self.major = runtime, image, major
+        self._version: str | None = None
+        self._bindir: Path | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"image {self.image.ref} ({self.image.id[7:19]})"
+
+    def _describe(self) -> None:
+        out = self.runtime.container().exec(["sh", "-c", "command -v postgres && postgres --version"])
+        lines = out.stdout.strip().splitlines()
+        m = re.search(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?", out.stdout)
+        if out.returncode != 0 or not m or len(lines) < 2:
+            raise ImageUnavailable(f"image {self.image.ref} has no usable postgres on its PATH",
+                                   checked=f"command -v postgres; postgres --version: {out.stderr.strip()[:200]}",
+                                   fix="use a postgres image, or pass --restore-image")
+        self._bindir = Path(lines[0]).parent
+        self._version = f"{m.group(1)}.{m.group(2) or 0}"
+        if int(m.group(1)) != self.major:
+            raise BinariesNotFound(f"image {self.image.ref} serves PostgreSQL {m.group(1)}, the backup needs "
+                                   f"{self.major}", checked="postgres --version inside the container",
+                                   fix="use --restore-image with a {major} placeholder (postgres:{major})")
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            self._describe()
+        return self._version
+
+    @property
+    def bindir(self) -> Path:
+        if self._bindir is None:
+            self._describe()
+        return self._bindir
+
+    def tool(self, name: str) -> Path:
+        return self.bindir / name
+
+    def has(self, name: str) -> bool:
+        return self.runtime.container().exec(["sh", "-c", 'command -v "$1"', "sh", name]).returncode == 0
+
+    def run(self, name: str, args: list[str], *, timeout: float | None = None):
+        import subprocess
+
+        out = self.runtime.container().exec([name, *args])
+        return subprocess.CompletedProcess([name, *args], out.returncode, out.stdout, out.stderr)
+
+
+class DockerRuntime:
+    """Chooses the image, creates the container, starts postgres in it, removes it."""
+
+    name = "docker"
+
+    def __init__(self, settings, *, tc=None, where: str | None = None) -> None:
+        self.settings = settings
+        if tc is None:
+            tc, where = _connect(timeout=max(120.0, float(settings.timeout)))
+        self.tc, self.where = tc, where
+        self.client = tc.client
+        self.removed = sweep_containers(self.client)
+        self.image: Image | None = None
+        self.tools: ImageTools | None = None
+        self.run = None
+        self.mode: str | None = None
+        self.port: int | None = None
+        self._container: PgContainer | None = None
+        self.server: DockerServer | None = None
+
+    # -- image and tools ----------------------------------------------------------------------
+    def binaries(self, major: int) -> ImageTools:
+        ref = self.settings.image.replace("{major}", str(major))
+        if self.image is None or self.image.ref != ref:
+            self.image = _resolve_image(self.client, ref)
+            if self.image.pg_major is not None and self.image.pg_major != major:
+                raise BinariesNotFound(f"image {ref} declares PG_MAJOR={self.image.pg_major}, the backup "
+                                       f"needs PostgreSQL {major}", checked=f"docker image inspect {ref}",
+                                       fix="use --restore-image with a {major} placeholder (postgres:{major})")
+            self.tools = ImageTools(self, self.image, major)
+        return self.tools
+
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        return self.image.owner if self.image else None
+
+    def describe(self) -> str:
+        mode = self.mode or self.settings.docker_mode
+        return (f"docker at {self.where}, image {self.image.ref if self.image else '?'}, "
+                f"{mode} transfer, {self.settings.docker_network} network")
+
+    # -- the container ----------------------------------------------------------------------------
+    def attach(self, run, *, port: int) -> None:
+        """Bind the runtime to a run dir and the port postgres will listen on."""
+        self.run, self.port = run, port
+
+    def container(self) -> PgContainer:
+        if self._container is None:
+            self._container = self._create()
+        return self._container
+
+    def _create(self) -> PgContainer:
+        if self.run is None or self.image is None:
+            raise RuntimeError("DockerRuntime.attach() and binaries() come before the container")
+        mode = self.settings.docker_mode
+        if mode == "bind" and os.geteuid() != 0:
+            raise PgRestoreError("bind transfer hands the files to the image's postgres user, which needs root",
+                                 checked=f"our uid {os.geteuid()}, the image's postgres uid {self.image.owner[0]}",
+                                 fix="use --restore-docker-mode=copy (or auto, which picks it)")
+        if mode in ("auto", "bind") and os.geteuid() == 0:
+            pgc = self._new_container(copy=False)
+            if mode == "bind" or self._sees_our_files(pgc):
+                self.mode = "bind"
+                return pgc
+            log.info("the Docker daemon does not see %s: copying the run dir into the container", self.run.path)
+            pgc.remove()
+        self.mode = "copy"
+        return self._new_container(copy=True)
+
+    def _new_container(self, *, copy: bool) -> PgContainer:
+        from docker.types import Mount
+
+        run, image = self.run, self.image
+        run.owner = image.owner
+        run.chown_tree()
+        socket_dir = run.socket_dir()
+        if copy:
+            mounts = [Mount(target=str(run.path), source=None, type="volume")]
+        else:
+            mounts = [Mount(target=str(run.path), source=str(run.path), type="bind")]
+        if not socket_dir.is_relative_to(run.path):
+            mounts.append(Mount(target=str(socket_dir), source=None if copy else str(socket_dir),
+                                type="volume" if copy else "bind"))
+        labels = run_labels(run.path.name, run.path, lifetime=float(self.settings.timeout) + 3600)
+        labels.update(self._ryuk_labels())
+        net = self._network_kwargs()
+        cmd = [str(run.path), str(run.path / "heartbeat"), str(int(STALE_AFTER / HEARTBEAT_TICK))]
+        container = self.client.containers.create(
+            image.id, entrypoint=["/bin/sh", "-c", SUPERVISOR, "pgrestore-supervisor"], command=cmd,
+            user=f"{image.owner[0]}:{image.owner[1]}", environment={"PATH": image.path, "LC_ALL": "C"},
+            labels=labels, name=f"pgrestore-{run.path.name}-{secrets.token_hex(2)}", init=True,
+            mounts=mounts, shm_size="256m", detach=True, working_dir="/", **net)
+        pgc = PgContainer(self.client, container, run_dir=run.path, owner=image.owner, copy=copy)
+        try:
+            if copy:
+                pgc.beat()
+                paths, dirs = _walk(run.path)
+                if not socket_dir.is_relative_to(run.path):
+                    dirs.append(socket_dir)
+                pgc.put(paths, dirs=dirs)
+            pgc.start()
+        except BaseException:
+            pgc.remove()
+            raise
+        return pgc
+
+    def _ryuk_labels(self) -> dict[str, str]:
+        """Ryuk (when enabled) reaps the container if we die; never for a run that may be kept."""
+        from testcontainers.core.config import testcontainers_config as tc_config
+
+        if tc_config.ryuk_disabled or self.settings.keep != "never":
+            return {}
+        from testcontainers.core.container import Reaper
+        from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
+
+        Reaper.get_instance()
+        return {LABEL_SESSION_ID: SESSION_ID}
+
+    def _network_kwargs(self) -> dict:
+        if self.settings.docker_network == "host":
+            return {"network_mode": "host"}
+        host_ip = "127.0.0.1" if self.where.startswith(("unix:", "npipe:", "the default")) else None
+        return {"ports": {f"{self.port}/tcp": (host_ip, self.port) if host_ip else self.port}}
+
+    def _sees_our_files(self, pgc: PgContainer) -> bool:
+        token = secrets.token_hex(8)
+        probe = self.run.path / ".bind-probe"
+        probe.write_text(token)
+        try:
+            out = pgc.exec(["sh", "-c", 'cat "$1"', "sh", str(probe)])
+            return out.returncode == 0 and out.stdout.strip() == token
+        finally:
+            probe.unlink(missing_ok=True)
+
+    # -- serving ------------------------------------------------------------------------------------
+    def hba_peer(self) -> str:
+        """The address connections to the published port arrive from, as the server sees them."""
+        if self.settings.docker_network == "host":
+            return "127.0.0.1/32"
+        net = self.client.networks.get("bridge")
+        for cfg in net.attrs.get("IPAM", {}).get("Config") or []:
+            if cfg.get("Gateway"):
+                return f"{cfg['Gateway']}/32"
+        subnet = (net.attrs.get("IPAM", {}).get("Config") or [{}])[0].get("Subnet")
+        if subnet:  # gateway not recorded: the first address of the subnet
+            import ipaddress
+
+            return f"{next(ipaddress.ip_network(subnet).hosts())}/32"
+        raise PgRestoreError("the Docker bridge network has no gateway to admit",
+                             checked="docker network inspect bridge",
+                             fix="use --restore-docker-network=host")
+
+    def start(self, *, config_file: Path, settings: dict[str, str], spool, extra_wal: dict[str, str],
+              kept: dict[str, str]) -> DockerServer:
+        run, pgc = self.run, self.container()
+        hba = run.path / "pg_hba.conf"
+        hba.write_text("# pytest-pgrestore: trust only on the private socket; TCP needs the per-run password\n"
+                       f"local all all trust\nhost all all {self.hba_peer()} scram-sha-256\n")
+        listen = "127.0.0.1" if self.settings.docker_network == "host" else "*"
+        argv = ["postgres", "-D", str(run.pgdata), "-c", f"config_file={config_file}"]
+        for name, value in {**settings, "listen_addresses": listen, "port": str(self.port)}.items():
+            argv += ["-c", f"{name}={value}"]
+        run.chown_tree()
+        mirror = None
+        if pgc.copy:
+            mirror = self._stage(pgc, spool, extra_wal, kept)
+        self._write_argv(pgc, argv)
+        pgc.go(mirror)
+        host = "127.0.0.1"
+        if self.settings.docker_network == "bridge" and not self.where.startswith(("unix:", "the default")):
+            host = self.tc.host()
+        socket_dir = str(run.socket_dir())
+        self.server = DockerServer(pgc, run_dir=run.path, host=host, port=self.port,
+                                   socket_dir=None if pgc.copy else socket_dir, log_file=run.log_file,
+                                   container_socket_dir=socket_dir)
+        return self.server
+
+    def _write_argv(self, pgc: PgContainer, argv: list[str]) -> None:
+        """postgres's arguments reach the waiting supervisor through a file (NUL-free, one per line)."""
+        if any("\n" in a for a in argv):
+            raise PgRestoreError("a server setting holds a newline", checked="the postgres command line",
+                                 fix="remove the newline from the setting")
+        pgc.put_bytes(self.run.path / "postgres.args", ("\n".join(argv) + "\n").encode())
+
+    def _stage(self, pgc: PgContainer, spool, extra_wal: dict[str, str], kept: dict[str, str]) -> SpoolMirror:
+        """Copy mode: every planned segment and every history file, then what quarantine changed."""
+        spool.fetch_all(extra_wal, timeout=float(self.settings.timeout))
+        run = self.run
+        if kept:
+            pgc.exec(["rm", "-f", *(str(run.pgdata / name) for name in kept)])
+        changed = [p for p in run.path.iterdir() if p.is_file()]
+        changed += [run.pgdata / "postgresql.auto.conf", run.pgdata / "recovery.signal"]
+        evidence, dirs = _walk(run.path / "evidence")
+        spool_files = [p for p in run.spool.iterdir() if p.is_file() and not p.name.startswith(".")]
+        pgc.put(changed + evidence + spool_files, dirs=dirs + [run.spool, run.spool / "req"])
+        for p in spool_files:
+            if not p.name.endswith((".absent", ".error")):
+                p.unlink()
+        return SpoolMirror(pgc, run.spool)
+
+    def close(self, *, keep: bool = False) -> None:
+        """Stop and remove the container (the server's stop does both), unless kept."""
+        if self._container is None:
+            return
+        if keep:
+            self._container.keep()
+            return
+        self._container.shutdown()
+        self._container.remove()
+        self._container = None
+
+    def instance(self, **kwargs) -> RestoredInstance:
+        if self.server is not None and self.server.socket_dir is None:
+            return ContainerInstance(**kwargs, server=self.server)
+        return RestoredInstance(**kwargs)
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """Files (symlinks included, not followed) and directories under ``root``, parents first."""
+    files, dirs = [], []
+    for dirpath, dirnames, names in os.walk(root):
+        dirs.append(Path(dirpath))
+        files += [Path(dirpath, n) for n in names]
+        files += [Path(dirpath, d) for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+    return files, dirs
+
+
+@dataclass
+class DockerServer:
+    """The Server protocol for a container; ``probe`` and ``sync_log`` are used by recover.watch."""
+
+    container: PgContainer
+    run_dir: Path
+    host: str
+    port: int
+    socket_dir: str | None  # None in copy mode: the socket lives inside the container only
+    log_file: Path
+    container_socket_dir: str
+
+    @property
+    def name(self) -> str:
+        return self.container.name
+
+    def poll(self) -> int | None:
+        return self.container.poll()
+
+    def sync_log(self) -> None:
+        text = self.container.logs()
+        if text:
+            self.log_file.write_text(text)
+
+    def probe(self, user: str):
+        """Where recovery is; bind mode asks through the shared socket, copy mode through psql."""
+        from ..recover import Probe, probe
+
+        if self.socket_dir is not None:
+            return probe(Path(self.socket_dir), self.port, user)
+        sql = ("select pg_is_in_recovery(), case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() end, "
+               "pg_last_wal_replay_lsn(), extract(epoch from pg_last_xact_replay_timestamp())")
+        out = self.psql(user, sql)
+        if out.returncode != 0:
+            if re.search(r'role "[^"]+" does not exist', out.stderr):
+                raise PgRestoreError(f"the restored cluster has no role {user!r}",
+                                     checked="connecting to the restored server as --restore-user",
+                                     fix="set --restore-user (env PGRESTORE_USER) to a role that exists in the backup")
+            return None
+        from ..target import parse_lsn
+
+        in_recovery, pause, lsn, ts = (out.stdout.strip().splitlines() or [""])[-1].split("|")
+        return Probe(promoted=in_recovery != "t", paused=pause == "paused",
+                     replay_lsn=parse_lsn(lsn) if lsn else None,
+                     last_replay_time=datetime.fromtimestamp(float(ts), timezone.utc) if ts else None)
+
+    def psql(self, user: str, sql: str, dbname: str = "template1"):
+        return self.container.exec(["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-F", "|",
+                                    "-h", self.container_socket_dir, "-p", str(self.port), "-U", user,
+                                    "-d", dbname, "-c", sql])
+
+    def set_password(self, role: str, password: str, admin: str) -> None:
+        """ALTER ROLE with a SCRAM verifier computed here: the password never enters the container."""
+        verifier = scram_verifier(password)
+        ident = '"' + role.replace('"', '""') + '"'
+        out = self.psql(admin, f"ALTER ROLE {ident} WITH LOGIN PASSWORD '{verifier}'")
+        if out.returncode != 0:
+            raise PgRestoreError(f"could not set the per-run password of {role!r}: {out.stderr.strip()}",
+                                 checked="ALTER ROLE through psql inside the container",
+                                 fix="the role must exist in the restored cluster")
+
+    def keep(self) -> None:
+        self.container.keep()
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        self.container.shutdown(timeout)
+        self.sync_log()
+        self.container.remove()
+
+
+class ContainerInstance(RestoredInstance):
+    """Copy mode: no shared socket; admin connections use TCP with the per-run password."""
+
+    def __init__(self, *, server: DockerServer, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.server = server
+
+    def admin_connect(self, dbname: str | None = None, **kwargs):
+        import psycopg
+
+        return psycopg.connect(self.dsn_for(dbname=dbname or self.dbname), **kwargs)
+
+    def _password_for(self, role: str) -> str:
+        if role not in self._passwords:
+            password = secrets.token_urlsafe(18)
+            self.server.set_password(role, password, admin=self.user)
+            self._passwords[role] = password
+        return self._passwords[role]
+
+
+def scram_verifier(password: str, *, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 secret PostgreSQL stores for ``password`` (RFC 5802/7677)."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server_key)}"
+
+
+def docker_or_local(settings, major: int) -> tuple[DockerRuntime | None, str]:
+    """``--restore-runtime=auto``: docker when a daemon answers and the image is present or
+    pullable, else local; the reason says which and why."""
+    ref = settings.image.replace("{major}", str(major))
+    try:
+        rt = DockerRuntime(settings)
+        rt.binaries(major)
+    except (DockerUnavailable, ImageUnavailable, BinariesNotFound) as exc:
+        return None, f"local: {exc.what}"
+    return rt, f"docker: the daemon at {rt.where} answers and has {ref}"
