@@ -164,13 +164,15 @@ def test_a_late_planned_segment_is_waited_for(pg15, settings_factory):
     assert (rows, result.outcome) == (pg15.total_rows, "REACHED")
 
 
-def _wrapper_pids(root: Path) -> list[int]:
-    """Wrapper processes of this test run only (other runs may share the machine)."""
+def _wrapper_pids(root: Path, name: str) -> list[int]:
+    """Wrappers of this test run waiting for ``name`` (prefetch runs ahead of replay, so a
+    wrapper for an earlier segment may still be exiting when the hook starts)."""
     pids = []
     for pid in os.listdir("/proc"):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if pid.isdigit() and b"restore_wal.sh" in cmd and str(root).encode() in cmd:
+            if (pid.isdigit() and b"restore_wal.sh" in cmd and str(root).encode() in cmd
+                    and name.encode() in cmd):
                 pids.append(int(pid))
         except OSError:
             pass
@@ -187,16 +189,15 @@ def test_twin_a_crashed_wrapper_aborts_recovery(pg15, settings_factory, workroot
             return
         deadline = time.monotonic() + 30
         while not killed and time.monotonic() < deadline:
-            for pid in _wrapper_pids(workroot):
+            for pid in _wrapper_pids(workroot, late):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
             time.sleep(0.05)
-        release.wait(30)
+        release.wait(3)  # keep the segment back until PostgreSQL has reacted to the crash
 
     hooks = Hooks(before_deliver=hold_and_kill)
     try:
         with pytest.raises(RestoreFailed) as err:
-            threading.Timer(20, release.set).start()
             count_rows(settings_factory(pg15.file_url), hooks)
     finally:
         release.set()
