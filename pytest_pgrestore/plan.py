@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .catalog import Backup, Catalog, WalArchive
-from .errors import PreflightError
+from .errors import PgRestoreError, PreflightError
 from .target import RestoreTarget, format_lsn
 from .wal import segment_name
 
@@ -114,6 +114,11 @@ def _check_pin(backup: Backup, target: RestoreTarget) -> None:
 
 
 def _check_backup(backup: Backup) -> None:
+    refusal = backup.details.get("refusal")  # what the format's catalog already knows it cannot do
+    if isinstance(refusal, PreflightError):
+        raise refusal
+    if isinstance(refusal, PgRestoreError):
+        raise PreflightError(refusal.what, checked=refusal.checked, fix=refusal.fix) from refusal
     if backup.pg_major is not None and backup.pg_major < MIN_MAJOR:
         raise PreflightError(
             f"backup {backup.name} is from PostgreSQL {backup.pg_major}, older than {MIN_MAJOR}",
