@@ -306,7 +306,10 @@ class PgBackRestFormat:
             with self.store.open(candidate) as f:
                 ini = parse_ini(f.read(), candidate)
             if ini.checksum_ok:
-                return parse_manifest(ini, candidate)
+                manifest = parse_manifest(ini, candidate)
+                if manifest.block_incremental or manifest.bundle_raw:  # raw bundles come with block incremental
+                    raise UnsupportedRepository.block_incremental([backup.name])
+                return manifest
             problems.append(f"{candidate}: checksum mismatch")
         raise CorruptBackup(f"backup {backup.name}: no readable backup.manifest", checked="; ".join(problems),
                             fix="restore another backup, or repair the repository with pgBackRest")
@@ -336,10 +339,9 @@ class PgBackRestFormat:
         key = self._repo_key(backup, manifest, f)
         if f.bundle_id is not None:
             raw = self.store.open_range(key, f.bundle_offset, f.bundle_offset + f.repo_size)
-            codec = manifest.compress_type + ("-raw" if manifest.bundle_raw else "")
         else:
             raw = self.store.open(key)
-            codec = manifest.compress_type
+        codec = manifest.compress_type
         where = f"{f.name} (stored in {key})"
         digest, written = hashlib.sha1(), 0
         counted = _Counting(raw)

@@ -190,7 +190,7 @@ def parse_manifest(ini: IniFile, name: str) -> Manifest:
         if "bi" in f or "bim" in f:
             raise UnsupportedRepository.block_incremental([ini.get("backup", "backup-label", name)])
         files.append(ManifestFile(fname, int(f["size"]), f.get("checksum"), f.get("reference"),
-                                  f.get("repo-size"), f.get("bni"), f.get("bno")))
+                                  f.get("repo-size"), f.get("bni"), f.get("bno", 0)))  # bno: omitted when 0
     links = {}
     for tname, raw in ini.sections.get("backup:target", {}).items():
         t = json.loads(raw)

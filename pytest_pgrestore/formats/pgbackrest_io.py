@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import zlib
 from typing import BinaryIO
 
 from ..errors import FormatError
@@ -31,60 +30,27 @@ class _Raw(io.RawIOBase):
         super().close()
 
 
-class _Zlib(io.RawIOBase):
-    """A zlib stream (pgBackRest's gz in raw bundles: deflate with a zlib header, no gzip header)."""
-
-    def __init__(self, src) -> None:
-        self.src, self.dec, self.buf = src, zlib.decompressobj(zlib.MAX_WBITS), b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        while not self.buf:
-            if self.dec.unconsumed_tail:
-                data = self.dec.unconsumed_tail
-            elif self.dec.eof:
-                return 0
-            else:
-                data = self.src.read(1 << 16)
-                if not data:
-                    raise EOFError("zlib stream ends early")
-            self.buf = self.dec.decompress(data, _CHUNK)
-        n = min(len(buf), len(self.buf))
-        buf[:n] = self.buf[:n]
-        self.buf = self.buf[n:]
-        return n
-
-    def close(self) -> None:
-        self.src.close()
-        super().close()
-
-
 def open_codec(raw: BinaryIO, codec: str, *, label: str) -> BinaryIO:
     """Decode ``raw`` with the codec the repository metadata names (never guessed from bytes).
 
-    ``codec``: none | gz | gz-raw | bz2 | bz2-raw | lz4 | lz4-raw | zst | zst-raw (pgBackRest names;
-    ``-raw`` is how bundled files are stored when ``backup-bundle-raw`` is set).
+    ``codec``: none | gz | bz2 | lz4 | zst (pgBackRest's names).
     """
     stream = io.BufferedReader(_Raw(raw), buffer_size=_CHUNK)
-    if codec in ("none", "none-raw"):
+    if codec == "none":
         return stream
     if codec == "gz":
         import gzip
 
         return gzip.GzipFile(fileobj=stream, mode="rb")
-    if codec == "gz-raw":
-        return io.BufferedReader(_Zlib(stream), buffer_size=_CHUNK)
-    if codec in ("lz4", "lz4-raw"):  # raw: a frame without content checksum, same decoder
+    if codec == "lz4":
         import lz4.frame
 
         return lz4.frame.LZ4FrameFile(stream, mode="rb")
-    if codec in ("zst", "zst-raw"):
+    if codec == "zst":
         import zstandard
 
         return zstandard.ZstdDecompressor().stream_reader(stream, read_size=_CHUNK, read_across_frames=True)
-    if codec in ("bz2", "bz2-raw"):
+    if codec == "bz2":
         import bz2
 
         return bz2.BZ2File(stream, mode="rb")
