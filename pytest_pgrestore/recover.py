@@ -94,8 +94,10 @@ def verify_backup(binaries: PgBinaries, pgdata: Path, manifest: Path) -> str:
 def quarantine(pgdata: Path, evidence: Path) -> dict[str, str]:
     """Remove what would make the copy follow or feed production; keep it as evidence."""
     kept = {}
+    # tablespace_map would make PostgreSQL re-point pg_tblspc/<oid> at production's paths; the
+    # links to <run dir>/tablespaces/<oid> are already in place
     for name in ("postgresql.auto.conf", "standby.signal", "recovery.conf", "recovery.signal",
-                 "postmaster.pid", "postmaster.opts"):
+                 "postmaster.pid", "postmaster.opts", "tablespace_map"):
         src = pgdata / name
         if src.exists() or src.is_symlink():
             dst = evidence / name

@@ -286,6 +286,10 @@ class BaseBackupFormat:
         order = sorted(tars, key=lambda f: (not f.startswith("base."), f))
         with ThreadPoolExecutor(max_workers=min(4, len(order))) as pool:
             results = list(pool.map(job, order))
+        for fname in tars:  # pg_basebackup -Ft sends tablespace_map, not symlinks: link every <oid>.tar
+            kind = fname.split(".", 1)[0]
+            if kind.isdigit():
+                links.setdefault(kind, ts_root / kind)
         for oid, path in links.items():
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             link = pgdata / "pg_tblspc" / oid
