@@ -436,14 +436,18 @@ class Settings:
         return dataclasses.replace(self, **changes, origins=origins)
 
     def report_lines(self) -> list[str]:
-        """Header lines: source and target always, other settings when not defaulted."""
-        lines = []
+        """Every effective value with where it came from: one line per setting that was given,
+        one line gathering those left at their defaults."""
+        lines, defaults = [], []
         for spec in OPTIONS:
             origin = self.origins.get(spec.name, "default")
+            name = f"restore-{spec.name.replace('_', '-')}"
             if spec.name in ("source", "target") or origin != "default":
-                lines.append(
-                    f"restore-{spec.name.replace('_', '-')}: {self._show(spec.name)} (from {origin})"
-                )
+                lines.append(f"{name}: {self._show(spec.name)} (from {origin})")
+            else:
+                defaults.append(f"{name}={self._show(spec.name)}")
+        if defaults:
+            lines.append("defaults: " + ", ".join(defaults))
         return lines
 
     def _show(self, name: str) -> str:

@@ -530,19 +530,25 @@ def test_report_lines() -> None:
         env={"WALG_S3_PREFIX": "s3://bucket/prefix/", "AWS_SECRET_ACCESS_KEY": SECRET},
         ini={"target_inclusive": "off"},
     )
-    assert settings.report_lines() == [
+    lines = settings.report_lines()
+    assert lines[:4] == [
         "restore-source: s3://bucket/prefix (from env WALG_S3_PREFIX)",
         "restore-target: 2026-11-20T12:00:00+02:00 (from cli --restore-target)",
         "restore-timeout: 1h30m (from cli --restore-timeout)",
         "restore-target-inclusive: false (from ini restore_target_inclusive)",
     ]
+    # every other effective value is shown too, gathered on one line as defaults
+    assert lines[4].startswith("defaults: restore-format=auto, restore-runtime=local")
+    assert len(lines) == 5 and SECRET not in "".join(lines)
 
 
 def test_report_lines_without_source() -> None:
-    assert resolve().report_lines() == [
+    lines = resolve().report_lines()
+    assert lines[:2] == [
         "restore-source: none configured (from default)",
         "restore-target: latest (from default)",
     ]
+    assert "restore-keep=never" in lines[2] and "restore-timeout=6h" in lines[2]
 
 
 def test_report_duration_formats() -> None:
