@@ -146,8 +146,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     tr.section("restore drills")
     for key, result in manager.results.items():
         phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items())
-        tr.write_line(f"{key.label} {result.outcome}: backup {result.backup}, replay to {result.replay_lsn} "
-                      f"on timeline {result.timeline}; {result.wal_segments} WAL segments; {phases}")
+        if result.outcome is not None and result.ok:
+            tr.write_line(f"{key.label} {result.outcome}: backup {result.backup}, replay to {result.replay_lsn} "
+                          f"on timeline {result.timeline}; {result.wal_segments} WAL segments; {phases}",
+                          green=True)
+        else:
+            first = (result.detail or "").splitlines()[0] if result.detail else "no detail"
+            where = f" (backup {result.backup})" if result.backup else ""
+            tr.write_line(f"{key.label} {result.outcome or 'FAILED'}{where}: {first}", red=True)
         if result.evidence.get("kept"):
             tr.write_line(f"  KEPT on purpose: {result.evidence['kept']} holds a copy of production data; "
                           f"delete it when done", red=True)
