@@ -123,12 +123,20 @@ class PgContainer:
 
     def go(self, mirror=None) -> None:
         """Let the supervisor start postgres."""
+        import docker.errors
+
         self._mirror = mirror
-        out = self.exec(["sh", "-c", ': > "$1/go"', "sh", str(self.run_dir)])
-        if out.returncode != 0:
-            raise PgRestoreError(f"could not start postgres in container {self.name}: {out.stderr.strip()}",
-                                 checked=f"writing {self.run_dir}/go inside the container",
-                                 fix="see the container log: docker logs " + self.name)
+        try:
+            out = self.exec(["sh", "-c", ': > "$1/go"', "sh", str(self.run_dir)])
+            problem = out.stderr.strip() if out.returncode else None
+        except docker.errors.APIError as exc:
+            problem = exc.explanation or str(exc)
+        if problem is not None:
+            tail = "\n    ".join(self.logs().splitlines()[-20:]) or "(empty)"
+            raise PgRestoreError(f"could not start postgres in container {self.name}: {problem}",
+                                 checked=f"writing {self.run_dir}/go inside the container; its log:\n    {tail}",
+                                 fix="see the container log above; a container the daemon stopped or removed "
+                                     "cannot serve the restore")
 
     def keep(self) -> None:
         """The run is kept on purpose: the supervisor must not stop postgres when we exit."""

@@ -100,25 +100,45 @@ def _resolve_image(client, ref: str) -> Image:
 
 
 def _pull(client, ref: str):
-    """Pull, failing fast: no progress for _PULL_STALL_S seconds is a failure."""
-    import docker
+    """Pull, failing fast: a pull that makes no progress for _PULL_STALL_S seconds fails.
+
+    The SDK's pull has no read timeout, so it runs in a daemon thread whose progress we watch.
+    """
+    import queue
+    import threading
+
     from docker.utils import parse_repository_tag
 
     repo, tag = parse_repository_tag(ref)
-    quick = docker.APIClient(base_url=client.api.base_url, timeout=_PULL_STALL_S, version=client.api.api_version)
+    events: queue.Queue = queue.Queue()
+
+    def pull() -> None:
+        try:
+            for line in client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+                events.put(("line", line))
+            events.put(("done", None))
+        except Exception as exc:
+            events.put(("error", exc))
+
+    threading.Thread(target=pull, name=f"pull-{ref}", daemon=True).start()
     try:
-        for line in quick.pull(repo, tag=tag or "latest", stream=True, decode=True):
-            if "error" in line:
-                raise RuntimeError(line["error"])
-        return client.images.get(ref)
+        while True:
+            try:
+                kind, item = events.get(timeout=_PULL_STALL_S)
+            except queue.Empty:
+                raise TimeoutError(f"no progress for {_PULL_STALL_S}s") from None
+            if kind == "error":
+                raise item
+            if kind == "line" and "error" in item:
+                raise RuntimeError(item["error"])
+            if kind == "done":
+                return client.images.get(ref)
     except Exception as exc:
         raise ImageUnavailable(
             f"image {ref} is not present on the Docker daemon and could not be pulled: {_short(exc)}",
             checked=f"docker image inspect {ref}; docker pull {ref}",
             fix=f"docker pull {ref} (or docker load) where the registry is reachable, or name an image the "
                 "daemon has with --restore-image (a {major} placeholder is filled in)") from exc
-    finally:
-        quick.close()
 
 
 def _image_owner(client, img) -> tuple[int, int]:
@@ -254,13 +274,22 @@ class DockerRuntime:
             raise PgRestoreError("bind transfer hands the files to the image's postgres user, which needs root",
                                  checked=f"our uid {os.geteuid()}, the image's postgres uid {self.image.owner[0]}",
                                  fix="use --restore-docker-mode=copy (or auto, which picks it)")
-        if mode in ("auto", "bind") and os.geteuid() == 0:
-            pgc = self._new_container(copy=False)
-            if mode == "bind" or self._sees_our_files(pgc):
-                self.mode = "bind"
-                return pgc
+        if mode == "bind":
+            self.mode = "bind"
+            return self._new_container(copy=False)
+        if mode == "auto" and os.geteuid() == 0:  # as non-root only copy can set the files' owner
+            import docker.errors
+
+            try:
+                pgc = self._new_container(copy=False)
+            except docker.errors.APIError as exc:  # "bind source path does not exist": another filesystem
+                log.info("bind mount of %s refused (%s)", self.run.path, _short(exc))
+            else:
+                if self._sees_our_files(pgc):
+                    self.mode = "bind"
+                    return pgc
+                pgc.remove()
             log.info("the Docker daemon does not see %s: copying the run dir into the container", self.run.path)
-            pgc.remove()
         self.mode = "copy"
         return self._new_container(copy=True)
 
@@ -357,7 +386,6 @@ class DockerRuntime:
         argv = ["postgres", "-D", str(run.pgdata), "-c", f"config_file={config_file}"]
         for name, value in {**settings, "listen_addresses": listen, "port": str(self.port)}.items():
             argv += ["-c", f"{name}={value}"]
-        run.chown_tree()
         mirror = None
         if pgc.copy:
             mirror = self._stage(pgc, spool, extra_wal, kept)
@@ -469,6 +497,16 @@ class DockerServer:
                      last_replay_time=datetime.fromtimestamp(float(ts), timezone.utc) if ts else None)
 
     def psql(self, user: str, sql: str, dbname: str = "template1"):
+        import docker.errors
+
+        from .container import ExecResult
+
+        try:
+            return self._psql(user, sql, dbname)
+        except docker.errors.APIError as exc:  # the container stopped: poll() reports how
+            return ExecResult(255, "", exc.explanation or str(exc))
+
+    def _psql(self, user: str, sql: str, dbname: str):
         return self.container.exec(["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-F", "|",
                                     "-h", self.container_socket_dir, "-p", str(self.port), "-U", user,
                                     "-d", dbname, "-c", sql])

@@ -14,11 +14,11 @@ import pytest
 from pytest_pgrestore.restorer import Restorer
 from pytest_pgrestore.runtimes.docker_sweep import LABEL
 
-__all__ = ["docker_client", "count_rows", "between", "our_containers"]
+__all__ = ["docker_client_fixture", "count_rows", "between", "our_containers"]
 
 
-@pytest.fixture(scope="session")
-def docker_client():
+@pytest.fixture(scope="session", name="docker_client")
+def docker_client_fixture():
     try:
         import docker
 

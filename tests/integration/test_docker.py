@@ -7,9 +7,13 @@ Each restore must leave nothing behind: no run dir, no container, no postgres on
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from docker_it import between, count_rows, docker_client, our_containers  # noqa: F401 (a fixture)
-from it_support import our_postgres_processes, run_dirs
+from docker_it import between, count_rows, docker_client_fixture, our_containers  # noqa: F401 (a fixture)
+from it_support import Scenario, build_scenario, our_postgres_processes, run_dirs
+
+from pytest_pgrestore.restorer import Restorer
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +26,7 @@ TRANSFERS = [
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_behind(workroot, docker_client):  # noqa: F811 (the imported fixture)
+def nothing_left_behind(workroot, docker_client):
     yield
     assert run_dirs(workroot) == []
     assert our_postgres_processes(workroot) == []
@@ -57,3 +61,45 @@ def test_backup_name_target(pg15, settings_factory, transfer):
     assert result.outcome == "REACHED"
     assert result.backup == name
     assert rows == len(pg15.commits["c0"])
+
+
+# -- PostgreSQL 18: PGDATA elsewhere in the image, the same contract ------------------------------
+@pytest.fixture(scope="module")
+def pg18(workroot) -> Scenario:
+    return build_scenario(workroot / "docker-pg18", major=18)
+
+
+def test_pg18_latest(pg18, settings_factory, transfer):
+    rows, result = count_rows(settings_factory(pg18.file_url, **transfer))
+    assert (rows, result.outcome) == (pg18.total_rows, "REACHED")
+    assert result.versions["postgresql"].startswith("18.")
+    assert "image postgres:18" in result.evidence["binaries"]
+
+
+@pytest.mark.parametrize("mode", ["bind", "copy"])
+def test_pg18_time_target(pg18, settings_factory, mode):
+    c2 = pg18.commits["c2"]
+    settings = settings_factory(pg18.file_url, between(c2[0], c2[1]), runtime="docker", docker_mode=mode,
+                                docker_network="host")
+    rows, result = count_rows(settings)
+    assert (rows, result.outcome) == (pg18.rows_at("c2", 0), "REACHED")
+
+
+# -- what the container is --------------------------------------------------------------------------
+def test_server_runs_as_the_images_postgres_user_with_a_clean_environment(pg15, settings_factory, docker_client):
+    settings = settings_factory(pg15.file_url, runtime="docker", docker_network="host", docker_mode="bind")
+    with Restorer(settings).restore() as inst:
+        (container,) = [docker_client.containers.get(n) for n in our_containers(docker_client)]
+        top = container.exec_run(["sh", "-c", "for p in /proc/[0-9]*; do "
+                                  'if [ "$(cat $p/comm)" = postgres ]; then cat $p/status; cat $p/environ | tr "\\0" "\\n"; '
+                                  "break; fi; done"]).output.decode()
+        uid_line = next(line for line in top.splitlines() if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == ["999"] * 4
+        assert not [line for line in top.splitlines() if line.startswith(("PG", "AWS_", "WALG_"))]
+        labels = container.labels
+        assert labels["org.pytest-pgrestore.run-id"] == inst.run_dir.name
+        assert labels["org.pytest-pgrestore.pid"] == str(os.getpid())
+        assert {"boot-id", "pid-start", "started", "expires"} <= {k.rsplit(".", 1)[1] for k in labels}
+        with inst.connect() as conn:
+            assert conn.execute("select current_setting('archive_mode')").fetchone() == ("off",)
+    assert inst.result.outcome == "REACHED"
