@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from it_support import copy_repo, our_postgres_processes, run_dirs
 
-from pytest_pgrestore.errors import PreflightError, RestoreFailed
+from pytest_pgrestore.errors import PgRestoreError, PreflightError, RestoreFailed
 from pytest_pgrestore.instance import Hooks
 from pytest_pgrestore.restorer import Restorer
 
@@ -204,3 +204,18 @@ def test_twin_a_crashed_wrapper_aborts_recovery(pg15, settings_factory, workroot
     assert killed
     assert err.value.result.outcome == "RESTORE_COMMAND_ABORT"
     assert "terminated by signal 9" in str(err.value)
+
+
+# -- what the fixtures connect to ----------------------------------------------------------
+def test_twin_missing_database_fails_naming_the_option(pg15, settings_factory):
+    with pytest.raises(PgRestoreError) as err:
+        count_rows(settings_factory(pg15.file_url, "immediate", dbname="no_such_db"))
+    message = str(err.value)
+    assert "no database 'no_such_db'" in message and "--restore-dbname" in message
+    assert "postgres" in message  # the databases that do exist are listed
+
+
+def test_twin_missing_role_fails_naming_the_option(pg15, settings_factory):
+    with pytest.raises(PgRestoreError) as err:
+        count_rows(settings_factory(pg15.file_url, "immediate", user="no_such_role"))
+    assert "no role 'no_such_role'" in str(err.value) and "--restore-user" in str(err.value)
