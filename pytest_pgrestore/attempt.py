@@ -83,10 +83,10 @@ class RestoreAttempt:
         from .runtimes.docker import DockerRuntime, docker_or_local
 
         if self.settings.runtime == "docker":
-            self.docker = DockerRuntime(self.settings)
+            self.docker = DockerRuntime(self.settings, evidence=self.result.evidence)
             why = f"docker: --restore-runtime=docker (from {self.settings.origins.get('runtime', 'default')})"
         else:
-            self.docker, why = docker_or_local(self.settings, major)
+            self.docker, why = docker_or_local(self.settings, major, evidence=self.result.evidence)
             if self.docker is None:
                 self.owner = server_owner()
                 if self.rundir is not None:

@@ -49,11 +49,20 @@ exec "$@"
 
 # -- the daemon ---------------------------------------------------------------------------------
 class Dockerd:
-    """``dockerd`` in its own network namespace; ``host`` is the DOCKER_HOST to give clients."""
+    """``dockerd`` in its own network namespace; ``host`` is the DOCKER_HOST to give clients.
 
-    def __init__(self, root: Path, *, bridge_ip: str = "10.213.0.1/24") -> None:
+    ``foreign_tmp=True`` starts a daemon like GitLab's docker:dind sees the job: it shares our
+    network namespace (host networking only, no bridge) but has its own, empty ``/tmp``, so a
+    bind mount of our run dir cannot work.  Its ``root`` must then lie outside /tmp.
+    """
+
+    def __init__(self, root: Path, *, bridge_ip: str = "10.213.0.1/24", foreign_tmp: bool = False) -> None:
         self.root = root
         self.bridge_ip = bridge_ip
+        self.foreign_tmp = foreign_tmp
+        # A daemon sharing a namespace needs a bridge of its own: with --bridge=none dockerd deletes
+        # docker0 (the other daemon's), and --bip always means docker0.
+        self.bridge = f"pgrbr{os.getpid() % 100000}" if foreign_tmp else None
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -79,12 +88,22 @@ class Dockerd:
         (self.root / "daemon.json").write_text("{}\n")
         args = ["dockerd", "-H", self.host, "--config-file", str(self.root / "daemon.json"),
                 "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-                "--pidfile", str(self.root / "dockerd.pid"), f"--bip={self.bridge_ip}",
+                "--pidfile", str(self.root / "dockerd.pid"),
+                f"--bridge={self.bridge}" if self.bridge else f"--bip={self.bridge_ip}",
                 "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
                 "--log-level=warn"]
-        script = 'ip link set lo up && exec "$@"'
+        if self.foreign_tmp:
+            if self.root.resolve().is_relative_to("/tmp"):
+                raise ValueError("a daemon with its own /tmp needs its state outside /tmp")
+            unshare = ["unshare", "--mount", "--propagation", "private"]
+            script = (f"ip link add {self.bridge} type bridge && ip addr add {self.bridge_ip} dev {self.bridge} && "
+                      f"ip link set {self.bridge} up && mount -t tmpfs -o mode=1777 pgr-foreign-tmp /tmp && "
+                      'exec "$@"')
+        else:
+            unshare = ["unshare", "--net"]
+            script = 'ip link set lo up && exec "$@"'
         log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", script, "sh", *args],
+        self.proc = subprocess.Popen([*unshare, "--", "sh", "-c", script, "sh", *args],
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
@@ -124,6 +143,8 @@ class Dockerd:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        if self.bridge:
+            subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
 
     def __enter__(self) -> Dockerd:
         return self.start()
@@ -340,7 +361,14 @@ def run_in_namespace(command: list[str], *, majors: list[int], root: Path | None
         build_images(daemon.host, majors)
         env = dict(os.environ, DOCKER_HOST=daemon.host, TESTCONTAINERS_RYUK_DISABLED="true",
                    PGR_TEST_DOCKER="required")
-        return subprocess.call(["nsenter", f"--net={daemon.netns}", "--", *command], env=env)
+        child = subprocess.Popen(["nsenter", f"--net={daemon.netns}", "--", *command], env=env)
+
+        def forward(signum, _frame):  # a CI timeout's SIGTERM: stop the command, then dockerd
+            child.send_signal(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, forward)
+        return child.wait()
     finally:
         daemon.stop()
         if made:

@@ -23,7 +23,7 @@ import os
 import re
 import secrets
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -220,8 +220,9 @@ class DockerRuntime:
 
     name = "docker"
 
-    def __init__(self, settings, *, tc=None, where: str | None = None) -> None:
+    def __init__(self, settings, *, tc=None, where: str | None = None, evidence: dict | None = None) -> None:
         self.settings = settings
+        self.evidence = evidence if evidence is not None else {}
         if tc is None:
             tc, where = _connect(timeout=max(120.0, float(settings.timeout)))
         self.tc, self.where = tc, where
@@ -275,8 +276,17 @@ class DockerRuntime:
                                  checked=f"our uid {os.geteuid()}, the image's postgres uid {self.image.owner[0]}",
                                  fix="use --restore-docker-mode=copy (or auto, which picks it)")
         if mode == "bind":
+            import docker.errors
+
             self.mode = "bind"
-            return self._new_container(copy=False)
+            try:
+                return self._new_container(copy=False)
+            except docker.errors.APIError as exc:
+                raise PgRestoreError(f"the Docker daemon cannot bind-mount the run dir {self.run.path}: "
+                                     f"{_short(exc)}", checked=f"--restore-docker-mode=bind with the daemon at "
+                                     f"{self.where}", fix="use --restore-docker-mode=copy (or auto): a daemon in "
+                                     "another container or machine (docker:dind, a tcp DOCKER_HOST) does not "
+                                     "see this runner's files") from exc
         if mode == "auto" and os.geteuid() == 0:  # as non-root only copy can set the files' owner
             import docker.errors
 
@@ -397,7 +407,7 @@ class DockerRuntime:
         socket_dir = str(run.socket_dir())
         self.server = DockerServer(pgc, run_dir=run.path, host=host, port=self.port,
                                    socket_dir=None if pgc.copy else socket_dir, log_file=run.log_file,
-                                   container_socket_dir=socket_dir)
+                                   container_socket_dir=socket_dir, evidence=self.evidence)
         return self.server
 
     def _write_argv(self, pgc: PgContainer, argv: list[str]) -> None:
@@ -461,6 +471,7 @@ class DockerServer:
     socket_dir: str | None  # None in copy mode: the socket lives inside the container only
     log_file: Path
     container_socket_dir: str
+    evidence: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -525,8 +536,16 @@ class DockerServer:
         self.container.keep()
 
     def stop(self, *, timeout: float = 30.0) -> None:
+        """A clean shutdown first (SIGINT: fast shutdown), then the container goes."""
         self.container.shutdown(timeout)
         self.sync_log()
+        try:
+            tail = self.log_file.read_text(errors="replace").splitlines()[-5:]
+        except OSError:
+            tail = []
+        clean = any("database system is shut down" in line for line in tail)
+        self.evidence["shutdown"] = "clean: database system is shut down" if clean else \
+            f"not clean (exit code {self.container.poll()}): " + " | ".join(tail[-2:])
         self.container.remove()
 
 
@@ -561,12 +580,12 @@ def scram_verifier(password: str, *, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server_key)}"
 
 
-def docker_or_local(settings, major: int) -> tuple[DockerRuntime | None, str]:
+def docker_or_local(settings, major: int, *, evidence: dict | None = None) -> tuple[DockerRuntime | None, str]:
     """``--restore-runtime=auto``: docker when a daemon answers and the image is present or
     pullable, else local; the reason says which and why."""
     ref = settings.image.replace("{major}", str(major))
     try:
-        rt = DockerRuntime(settings)
+        rt = DockerRuntime(settings, evidence=evidence)
         rt.binaries(major)
     except (DockerUnavailable, ImageUnavailable, BinariesNotFound) as exc:
         return None, f"local: {exc.what}"

@@ -43,6 +43,7 @@ def transfer(request) -> dict[str, str]:
 def test_latest(pg15, settings_factory, transfer):
     rows, result = count_rows(settings_factory(pg15.file_url, **transfer))
     assert (rows, result.outcome) == (pg15.total_rows, "REACHED")
+    assert result.evidence["shutdown"] == "clean: database system is shut down"
     assert result.evidence["runtime_detail"].startswith("docker at ")
     assert f"{transfer['docker_mode']} transfer" in result.evidence["runtime_detail"]
     assert "image postgres:15" in result.evidence["binaries"]
@@ -103,3 +104,31 @@ def test_server_runs_as_the_images_postgres_user_with_a_clean_environment(pg15, 
         with inst.connect() as conn:
             assert conn.execute("select current_setting('archive_mode')").fetchone() == ("off",)
     assert inst.result.outcome == "REACHED"
+
+
+def test_auto_transfer_binds_when_the_daemon_shares_our_files(pg15, settings_factory):
+    rows, result = count_rows(settings_factory(pg15.file_url, runtime="docker", docker_network="host"))
+    assert (rows, result.outcome) == (pg15.total_rows, "REACHED")
+    assert "bind transfer" in result.evidence["runtime_detail"]
+
+
+def test_kept_run_keeps_its_container_running(pg15, settings_factory, docker_client, workroot):
+    settings = settings_factory(pg15.file_url, runtime="docker", docker_network="host", keep="always")
+    with Restorer(settings).restore() as inst:
+        (name,) = our_containers(docker_client)
+    container = docker_client.containers.get(name)
+    try:
+        assert container.status == "running"
+        assert (inst.run_dir / "keep").exists()
+        from pytest_pgrestore.runtimes.docker_sweep import sweep_containers
+
+        assert sweep_containers(docker_client) == []  # its harness (us) is alive; and it is kept
+        with inst.connect() as conn:
+            assert conn.execute("select count(*) from t").fetchone() == (pg15.total_rows,)
+    finally:
+        container.kill(signal="SIGINT")
+        container.wait(timeout=30)
+        container.remove(v=True)
+        import shutil
+
+        shutil.rmtree(inst.run_dir, ignore_errors=True)

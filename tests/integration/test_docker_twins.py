@@ -19,7 +19,7 @@ import pytest
 from docker_it import count_rows, docker_client_fixture, our_containers  # noqa: F401 (a fixture)
 from it_support import copy_repo, our_postgres_processes, run_dirs
 
-from pytest_pgrestore.errors import BinariesNotFound, RestoreFailed
+from pytest_pgrestore.errors import BinariesNotFound, PgRestoreError, RestoreFailed
 from pytest_pgrestore.instance import Hooks
 from pytest_pgrestore.runtimes.docker import DockerUnavailable, ImageUnavailable
 from pytest_pgrestore.runtimes.docker_sweep import LABEL, run_labels
@@ -196,3 +196,43 @@ def test_sigkilled_harness_leaves_a_container_the_next_run_removes(pg15, setting
             child.kill()
         concurrent.remove(force=True)
     assert os.getpid() != child.pid
+
+
+# -- a daemon that does not see our files (GitLab's docker:dind) -----------------------------------
+@pytest.fixture(scope="module")
+def foreign_daemon(docker_client):
+    """A second dockerd sharing our network but with its own /tmp, and a postgres:15 of its own."""
+    import shutil
+
+    from docker_support import Dockerd, build_images
+
+    root = Path(f"/var/tmp/pgr-dockerd-foreign-{os.getpid()}")
+    daemon = Dockerd(root, foreign_tmp=True, bridge_ip="10.214.0.1/24")
+    try:
+        daemon.start()
+        build_images(daemon.host, [15])
+        yield daemon
+        import docker
+
+        client = docker.DockerClient(base_url=daemon.host)
+        assert our_containers(client) == []
+        client.close()
+    finally:
+        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_auto_copies_when_the_daemon_cannot_see_our_files(pg15, settings_factory, foreign_daemon, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", foreign_daemon.host)
+    rows, result = count_rows(docker_settings(settings_factory, pg15.file_url, docker_mode="auto"))
+    assert (rows, result.outcome) == (pg15.total_rows, "REACHED")
+    assert "copy transfer" in result.evidence["runtime_detail"]
+
+
+def test_twin_bind_when_the_daemon_cannot_see_our_files_says_to_copy(pg15, settings_factory, foreign_daemon,
+                                                                    monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", foreign_daemon.host)
+    with pytest.raises(PgRestoreError) as err:
+        count_rows(docker_settings(settings_factory, pg15.file_url, docker_mode="bind"))
+    assert "the Docker daemon cannot bind-mount the run dir" in str(err.value)
+    assert "--restore-docker-mode=copy" in err.value.fix
