@@ -387,6 +387,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "target_inclusive", "true", _parse_bool, "stop just after (true) or just before (false) the target"
     ),
     OptionSpec("pg_bin", None, _parse_dir, "directory of PostgreSQL binaries (default: found by version)"),
+    OptionSpec("plan_only", "false", _parse_bool,
+               "catalog and pre-flight only: report the plan of every restore, download nothing"),
     OptionSpec("image", "postgres:{major}", _parse_image,
                "docker runtime: image to serve the restore in; {major} is the backup's major version"),
     OptionSpec("docker_network", "bridge", _one_of(*_DOCKER_NETWORKS),
@@ -415,6 +417,7 @@ class Settings:
     image: str = "postgres:{major}"
     docker_network: str = "bridge"
     docker_mode: str = "auto"
+    plan_only: bool = False
     origins: dict[str, str] = field(default_factory=dict, hash=False)  # name -> "env PGRESTORE_TARGET"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)  # holds AWS secrets
 

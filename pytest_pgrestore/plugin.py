@@ -27,6 +27,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         suffix = f" (default: {default}; env {spec.env_var}; ini {spec.ini_key})" if default else \
             f" (env {spec.env_var}; ini {spec.ini_key})"
         kwargs = {"choices": spec.choices} if spec.choices else {}
+        if spec.default in ("true", "false"):  # a switch: --restore-plan-only alone means true
+            kwargs.update(nargs="?", const="true")
         group.addoption(spec.cli_flag, dest=spec.dest, default=None, help=spec.help + suffix,
                         metavar=spec.name.upper(), **kwargs)
         parser.addini(spec.ini_key, spec.help, default=None)
@@ -80,6 +82,8 @@ class RestoreItem(pytest.Item):
         self.settings = settings
 
     def runtest(self) -> None:
+        if self.settings.plan_only:
+            return self._plan_only()
         manager = self.config.stash[_MANAGER]
         try:
             inst = manager.ensure(self.settings)
@@ -89,6 +93,18 @@ class RestoreItem(pytest.Item):
                 for name in ("outcome", "backup", "replay_lsn", "timeline", "wal_segments", "bytes_fetched"):
                     self.user_properties.append((f"restore_{name}", str(getattr(result, name))))
         self.user_properties.append(("restore_detail", inst.result.detail))
+
+    def _plan_only(self) -> None:
+        """--restore-plan-only: the catalog and every pre-flight check, no download."""
+        from .restorer import Restorer
+        from .target import format_lsn
+
+        plan = Restorer(self.settings).plan(self.settings.target)
+        props = {"plan_backup": plan.backup.name, "plan_timeline": plan.timeline,
+                 "plan_wal_segments": len(plan.segments),
+                 "plan_wal_range": f"{plan.segments[0]}..{plan.segments[-1]}" if plan.segments else "",
+                 "plan_archive_end": format_lsn(plan.archive_end_lsn) if plan.archive_end_lsn else ""}
+        self.user_properties.extend((k, str(v)) for k, v in props.items())
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, PgRestoreError):
@@ -119,7 +135,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 manager.want_template = True
             key = key_for(settings)
             if key not in seen:
-                seen[key] = RestoreItem.from_parent(item.parent, name=key.label, settings=settings)
+                label = key.label.replace("restore[", "plan[", 1) if settings.plan_only else key.label
+                seen[key] = RestoreItem.from_parent(item.parent, name=label, settings=settings)
                 out.append(seen[key])
         out.append(item)
     items[:] = out
@@ -174,9 +191,11 @@ def restore_manager(pytestconfig: pytest.Config) -> RestoreManager:
 def restored_postgres(request: pytest.FixtureRequest, restore_manager: RestoreManager):
     """The running restored server: ``dsn``, ``host``, ``port``, ``version``, ``result``."""
     settings = settings_for(request.node)
+    if settings.plan_only:
+        pytest.skip("--restore-plan-only: restores are planned, not run")
     try:
         return restore_manager.ensure(settings)
-    except (PgRestoreError, OSError) as exc:  # the two kinds the manager remembers as a failed restore
+    except Exception as exc:  # the manager remembers every failure of a restore
         failure = exc
     # Outside the except block: a chained __context__ would repeat the restore item's whole message.
     outcome = getattr(getattr(failure, "result", None), "outcome", None)

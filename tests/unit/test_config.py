@@ -245,6 +245,7 @@ def test_option_table_names() -> None:
         "timeline",
         "target_inclusive",
         "pg_bin",
+        "plan_only",
         "image",
         "docker_network",
         "docker_mode",
@@ -321,6 +322,7 @@ def test_every_option_reads_every_layer() -> None:
             "image": "registry.example.com/pg:{major}-alpine",
             "docker_network": "host",
             "docker_mode": "copy",
+            "plan_only": "yes",
         }[spec.name]
         for layer, origin in (
             ("overrides", f"keyword {spec.name}="),
