@@ -9,7 +9,7 @@ import time
 from .errors import PgRestoreError, RestoreFailed
 from .instance import RestoredInstance
 from .plan import Plan, make_plan
-from .recover import QUARANTINE, control_data, quarantine, server_settings, verify_backup, watch, write_config
+from .recover import control_data, quarantine, server_settings, verify_backup, watch, write_config
 from .result import Attempt, Outcome, RestoreResult
 from .rundir import RunDir, free_port, port_is_free
 from .runtimes.binaries import PgBinaries, find_binaries
@@ -50,10 +50,10 @@ class RestoreAttempt:
                                  fix="choose another --listen-port, or stop what listens there")
         self.rundir = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}",
                                     pgdata=self.pgdata)
-        result.evidence["run_dir"] = str(self.rundir.path)
-        if self.docker is not None:
-            self.docker.attach(self.rundir, port=self.port or free_port())
         try:
+            result.evidence["run_dir"] = str(self.rundir.path)
+            if self.docker is not None:
+                self.docker.attach(self.rundir, port=self.port or free_port())
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
             with self.clock("recover"):
@@ -128,7 +128,7 @@ class RestoreAttempt:
             run.chown_tree()
         self.spool = WalSpool(self.restorer.format(), plan, run.spool, owner=self.owner,
                               before_deliver=self.restorer.hooks.before_deliver).start()
-        cmdline = {k: v for k, v in settings.items() if k in QUARANTINE or k == "restore_command"}
+        cmdline = dict(settings)  # the command line beats every file a hostile PGDATA could carry
         if self.docker is not None:
             self.result.evidence["runtime_detail"] = self.docker.describe()
             history = {f"{tli:08X}.history": key for tli, key in self.catalog.wal.history_keys.items()}

@@ -37,15 +37,19 @@ class RunDir:
         name = f"r-{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
         path = parent / name
         path.mkdir(mode=0o700)
-        run = cls(path, owner, pgdata)
-        if pgdata is not None:
-            _claim_empty_dir(pgdata, owner)
-        (path / "harness.pid").write_text(str(os.getpid()))
-        if label:
-            (path / "label").write_text(label + "\n")
-        for sub in ("pgdata", "spool", "evidence"):
-            (path / sub).mkdir(mode=0o700)
-        run.chown_tree()
+        try:  # an interrupt half-way must not leave a run dir nobody will remove
+            run = cls(path, owner, pgdata)
+            if pgdata is not None:
+                _claim_empty_dir(pgdata, owner)
+            (path / "harness.pid").write_text(str(os.getpid()))
+            if label:
+                (path / "label").write_text(label + "\n")
+            for sub in ("pgdata", "spool", "evidence"):
+                (path / sub).mkdir(mode=0o700)
+            run.chown_tree()
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         return run
 
     @property

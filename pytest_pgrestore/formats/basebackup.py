@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -272,20 +273,26 @@ class BaseBackupFormat:
                                 checked="symlinks in base.tar (only pg_tblspc/<oid> is expected)",
                                 fix="this is not a pg_basebackup archive")
 
+        cancel = threading.Event()
+
         def job(fname: str) -> tuple[int, int]:
             kind = fname.split(".", 1)[0]
             dest = pgdata if kind == "base" else pgdata / "pg_wal" if kind == "pg_wal" else ts_root / kind
             dest.mkdir(mode=0o700, parents=True, exist_ok=True)
             key = tars[fname]
             with self.store.open(key) as raw:
-                counted = _Counting(raw)
+                counted = _Counting(raw, cancel)
                 with open_decompressed(counted, key) as stream:
                     written = extract_tar(stream, dest, label=key, on_symlink=on_symlink, owner=owner)
             return counted.count, written
 
         order = sorted(tars, key=lambda f: (not f.startswith("base."), f))
         with ThreadPoolExecutor(max_workers=min(4, len(order))) as pool:
-            results = list(pool.map(job, order))
+            try:
+                results = list(pool.map(job, order))
+            except BaseException:  # Ctrl-C or a failed tar: stop the other downloads at their next read
+                cancel.set()
+                raise
         for fname in tars:  # pg_basebackup -Ft sends tablespace_map, not symlinks: link every <oid>.tar
             kind = fname.split(".", 1)[0]
             if kind.isdigit():
@@ -319,10 +326,12 @@ class BaseBackupFormat:
 class _Counting:
     """Counts the bytes read from the store (what the network carried)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.count = raw, 0
+    def __init__(self, raw: BinaryIO, cancel: threading.Event | None = None) -> None:
+        self.raw, self.count, self.cancel = raw, 0, cancel
 
     def read(self, n: int = -1) -> bytes:
+        if self.cancel is not None and self.cancel.is_set():
+            raise InterruptedError("restore cancelled")
         data = self.raw.read(n)
         self.count += len(data)
         return data
