@@ -119,12 +119,16 @@ class PgBackRest:
     @classmethod
     def s3(cls, workdir: Path, *, endpoint_port: int, bucket: str, path: str, key: str, secret: str,
            **kwargs) -> PgBackRest:
-        return cls(workdir, repo={
-            "repo1-type": "s3", "repo1-path": path, "repo1-s3-bucket": bucket,
-            "repo1-s3-endpoint": "127.0.0.1", "repo1-s3-port": str(endpoint_port),
-            "repo1-s3-region": "us-east-1", "repo1-s3-key": key, "repo1-s3-key-secret": secret,
-            "repo1-s3-uri-style": "path", "repo1-storage-verify-tls": "n",
-        }, **kwargs)
+        return cls(workdir, repo=cls.s3_options(1, endpoint_port=endpoint_port, bucket=bucket, path=path,
+                                                key=key, secret=secret), **kwargs)
+
+    @staticmethod
+    def s3_options(n: int, *, endpoint_port: int, bucket: str, path: str, key: str, secret: str) -> dict[str, str]:
+        """repo<n>-* options for an S3 repo on SeaweedFS's HTTPS port (self-signed: no verification)."""
+        return {f"repo{n}-{k}": v for k, v in {
+            "type": "s3", "path": path, "s3-bucket": bucket, "s3-endpoint": "127.0.0.1",
+            "s3-port": str(endpoint_port), "s3-region": "us-east-1", "s3-key": key, "s3-key-secret": secret,
+            "s3-uri-style": "path", "storage-verify-tls": "n"}.items()}
 
     @property
     def archive_command(self) -> str:
