@@ -18,7 +18,10 @@ before "a-b" ("-" < "/"); :meth:`S3Store.list` sorts.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import io
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +33,8 @@ from . import ObjectInfo
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
+
+log = logging.getLogger(__name__)
 
 __all__ = ["S3Settings", "S3Store", "Sourced", "ObjectChanged", "s3_settings_from_env", "READ_OPERATIONS"]
 
@@ -257,6 +262,15 @@ class S3Store:
 
     def _get(self, key: str, extra: dict[str, str], *, partial: bool) -> BinaryIO:
         full = self.prefix + key
+        resp = self._get_object(full, extra, partial=partial)
+        start, end = _range_of(extra.get("Range"))
+        etag = extra.get("IfMatch") or resp.get("ETag")
+        reader = _BodyReader(
+            resp["Body"], self, full, start=start, end=end, etag=etag, size=resp.get("ContentLength")
+        )
+        return io.BufferedReader(reader, buffer_size=1 << 20)
+
+    def _get_object(self, full: str, extra: dict[str, str], *, partial: bool) -> dict[str, Any]:
         try:
             resp = self._client.get_object(Bucket=self.bucket, Key=full, **extra)
         except self._boto_errors as exc:
@@ -268,30 +282,85 @@ class S3Store:
                 checked=f"GetObject with Range {extra['Range']} returned the whole object",
                 fix="use an S3 endpoint that supports ranged GET (AWS, MinIO and SeaweedFS do)",
             )
-        return io.BufferedReader(_BodyReader(resp["Body"], self, full), buffer_size=1 << 20)
+        return resp
 
     def _error(self, exc: BaseException, operation: str, key: str) -> SourceError:
         return _map_error(exc, self, operation, key)
 
 
 class _BodyReader(io.RawIOBase):
-    """A GetObject body as a raw stream; a failure mid-stream becomes one of our errors."""
+    """A GetObject body as a raw stream that survives a dropped connection.
 
-    def __init__(self, body: Any, store: S3Store, key: str) -> None:
+    When the body breaks off mid-stream (connection reset, truncated transfer, read timeout),
+    the rest is fetched with a ranged GET from the first byte not yet delivered, guarded by
+    ``If-Match`` on the ETag of the first response: the bytes handed out are those of one
+    version of the object or the read fails with :class:`ObjectChanged`.  Formats never see
+    the resume.  Other failures become one of our errors.
+    """
+
+    def __init__(
+        self,
+        body: Any,
+        store: S3Store,
+        key: str,
+        *,
+        start: int,
+        end: int | None,
+        etag: str | None,
+        size: int | None,
+    ) -> None:
         self._body = body
         self._store = store
         self._key = key
+        self._pos = start  # offset in the object of the next byte to hand out
+        self._range_end = end  # exclusive end the caller asked for; None: to the end of the object
+        self._end = start + size if size is not None else end  # where the body ends, when known
+        self._etag = etag
+        self.resumes = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        try:
-            data = self._body.read(len(buffer))
-        except (*self._store._boto_errors, OSError) as exc:
-            raise self._store._error(exc, "GetObject", self._key) from exc
+        if self._end is not None and self._pos >= self._end or not len(buffer):
+            return 0
+        while True:
+            try:
+                data = self._body.read(len(buffer))
+                break
+            except (*self._store._boto_errors, *_stream_errors()) as exc:
+                self._resume(exc)
         buffer[: len(data)] = data
+        self._pos += len(data)
         return len(data)
+
+    def _resume(self, exc: BaseException) -> None:
+        where = f"s3://{self._store.bucket}/{self._key}"
+        if self.resumes >= MAX_RESUMES or self._etag is None or not _is_transient(exc):
+            raise self._store._error(exc, "GetObject", self._key) from exc
+        self.resumes += 1
+        log.warning(
+            "reading %s broke off at byte %d (%s); resuming with a ranged GET, attempt %d of %d",
+            where,
+            self._pos,
+            type(exc).__name__,
+            self.resumes,
+            MAX_RESUMES,
+        )
+        with contextlib.suppress(Exception):
+            self._body.close()
+        end = "" if self._range_end is None else self._range_end - 1
+        extra = {"Range": f"bytes={self._pos}-{end}", "IfMatch": self._etag}
+        try:
+            self._body = self._store._get_object(self._key, extra, partial=True)["Body"]
+        except ObjectChanged as changed:
+            raise ObjectChanged(
+                f"object {where} changed during download: it no longer has ETag {self._etag} "
+                f"(resuming at byte {self._pos} after {type(exc).__name__})",
+                checked="GetObject with If-Match on the ETag of the first response",
+                fix="something rewrote the backup while the drill read it; re-run the drill once its writers "
+                "have finished",
+            ) from changed
 
     def readall(self) -> bytes:  # RawIOBase's default reads 8 KiB at a time
         chunks = []
@@ -303,6 +372,31 @@ class _BodyReader(io.RawIOBase):
         if not self.closed:
             self._body.close()
         super().close()
+
+
+#: ranged GETs one read may make after its connection broke off
+MAX_RESUMES = 5
+
+
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    from urllib3.exceptions import HTTPError
+
+    return (OSError, HTTPError, http.client.HTTPException)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A broken transfer (worth a resume), not a refusal by the server."""
+    from botocore import exceptions as bx
+
+    return not isinstance(exc, bx.ClientError) and not isinstance(exc, (bx.NoCredentialsError, bx.SSLError))
+
+
+def _range_of(header: str | None) -> tuple[int, int | None]:
+    """``bytes=10-19`` → (10, 20); no header → (0, None)."""
+    if not header:
+        return 0, None
+    first, _, last = header.removeprefix("bytes=").partition("-")
+    return int(first), int(last) + 1 if last else None
 
 
 def _make_client(settings: S3Settings) -> tuple[BaseClient, Sourced[str], str | None]:
