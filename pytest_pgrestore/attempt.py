@@ -6,6 +6,7 @@ import logging
 import os
 import time
 
+from . import measure
 from .errors import PgRestoreError, RestoreFailed
 from .instance import RestoredInstance
 from .plan import Plan, make_plan
@@ -56,7 +57,7 @@ class RestoreAttempt:
                 self.docker.attach(self.rundir, port=self.port or free_port())
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
-            with self.clock("recover"):
+            with self.clock("recover", log_file=self.rundir.log_file):
                 obs = watch(server, socket_dir=socket_dir, user=s.user, log_file=self.rundir.log_file,
                             deadline=started + s.timeout, spool=self.spool)
             self.spool.stop()
@@ -147,9 +148,10 @@ class RestoreAttempt:
         plan, result = self.plan, self.result
         archive_end = plan.archive_end_lsn
         size = self.catalog.wal.segment_size or 16 << 20
+        wal = self.catalog.wal
         if plan.target.kind == "latest":  # a listing taken after replay: WAL may have arrived since
             with self.clock("relist"):
-                fresh = self.restorer.format().catalog().wal
+                fresh = wal = self.restorer.format().catalog().wal
             newest = fresh.newest_segno(plan.timeline)
             archive_end = (newest + 1) * size if newest is not None else archive_end
         verdict = decide(obs, plan.target, timeline=plan.timeline, segment_size=size, archive_end_lsn=archive_end)
@@ -162,6 +164,7 @@ class RestoreAttempt:
         result.evidence["wal_bytes"] = self.spool.stats.bytes
         result.evidence["wal_on_demand"] = list(self.spool.stats.on_demand)
         result.log_tail = obs.log_lines[-40:]
+        measure.after_replay(result, spool=self.spool, wal=wal, plan=plan, replay_lsn=obs.replay_lsn)
         result.attempts.append(Attempt(plan.backup.name, verdict.outcome, verdict.detail))
         if verdict.outcome is not Outcome.REACHED:
             raise RestoreFailed(f"restore of {result.source} to {plan.target} ended {verdict.outcome}: "
@@ -182,6 +185,7 @@ class RestoreAttempt:
                 raise PgRestoreError(f"the restored cluster has no database {s.dbname!r}",
                                      checked=f"databases in the backup: {', '.join(sorted(names))}",
                                      fix="set --restore-dbname (env PGRESTORE_DBNAME) to one of them")
+        measure.first_query(inst, self.clock, s)  # closes the RTO clock
         return inst
 
     # -- retries and teardown -------------------------------------------------------------

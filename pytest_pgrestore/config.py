@@ -322,6 +322,7 @@ class OptionSpec:
     help: str
     choices: tuple[str, ...] = ()
     default_factory: Callable[[], str] | None = None  # for defaults computed at run time
+    secret: bool = False  # never shown (report header, evidence): e.g. a webhook URL with its token
 
     @property
     def cli_flag(self) -> str:
@@ -398,6 +399,58 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "sees our files)", _DOCKER_MODES),
 )
 _BY_NAME = {spec.name: spec for spec in OPTIONS}
+#: The official PagerDuty Events API v2 endpoint; ``--restore-alert-pagerduty=on`` uses it.
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+PAGERDUTY_KEY_VAR = "PGRESTORE_PAGERDUTY_ROUTING_KEY"
+
+
+def _parse_path(value: object, origin: str) -> Path:
+    """A file to write; relative paths are taken from the directory pytest was started in."""
+    text = os.fspath(value).strip() if isinstance(value, (str, os.PathLike)) else ""
+    if not text or "\0" in text:
+        raise _usage(f"invalid file path {value!r}", origin, "a file path", "e.g. drill-evidence.json")
+    return Path(text).absolute()
+
+
+def _parse_sql(value: object, origin: str) -> str:
+    text = _text(value, origin, "query")
+    if not text:
+        raise _usage("empty query", origin, "one SELECT returning a timestamp", "e.g. select max(ts) from heartbeat")
+    return text
+
+
+def _parse_url(value: object, origin: str) -> str:
+    text = _text(value, origin, "URL")
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", text):
+        # the value may carry a token: never echo it
+        raise _usage("invalid URL (not shown: it may hold a token)", origin, "http:// or https:// URL",
+                     "e.g. https://hooks.example.com/services/…")
+    return text
+
+
+def _parse_pagerduty(value: object, origin: str) -> str:
+    text = _text(value, origin, "PagerDuty endpoint")
+    return PAGERDUTY_EVENTS_URL if text.lower() in _TRUE else _parse_url(text, origin)
+
+
+OPTIONS += (
+    OptionSpec("report", None, _parse_path, "write the JSON evidence record of the run to this file"),
+    OptionSpec("heartbeat_query", None, _parse_sql,
+               "query on the restored database returning the newest heartbeat written in production "
+               "(a timestamp): a candidate for the data recency (RPO) of `latest`"),
+    OptionSpec("max_rto", None, _parse_timeout, f"fail a restore whose measured RTO exceeds this: {DURATION_SYNTAX}"),
+    OptionSpec("max_rpo", None, _parse_timeout,
+               f"fail a restore whose measured data recency (RPO) exceeds this: {DURATION_SYNTAX}"),
+    OptionSpec("metrics", None, _parse_path,
+               "write a Prometheus textfile (outcome, time, RTO, RPO per source/target) to this file"),
+    OptionSpec("alert_webhook", None, _parse_url,
+               "on a failed drill, POST a JSON summary to this URL (kept secret: never shown)", secret=True),
+    OptionSpec("alert_pagerduty", None, _parse_pagerduty,
+               f"on a failed drill, send a PagerDuty Events API v2 event: on (the official endpoint) or "
+               f"a URL; the routing key comes from env {PAGERDUTY_KEY_VAR}"),
+    OptionSpec("runbook_url", None, _parse_url, "link to the runbook, carried by alerts and the evidence"),
+)
+_BY_NAME = {spec.name: spec for spec in OPTIONS}
 
 
 @dataclass(frozen=True)
@@ -418,6 +471,14 @@ class Settings:
     docker_network: str = "bridge"
     docker_mode: str = "auto"
     plan_only: bool = False
+    report: Path | None = None
+    heartbeat_query: str | None = None
+    max_rto: float | None = None  # seconds
+    max_rpo: float | None = None  # seconds
+    metrics: Path | None = None
+    alert_webhook: str | None = field(default=None, repr=False)
+    alert_pagerduty: str | None = None
+    runbook_url: str | None = None
     origins: dict[str, str] = field(default_factory=dict, hash=False)  # name -> "env PGRESTORE_TARGET"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)  # holds AWS secrets
 
@@ -457,6 +518,10 @@ class Settings:
         value = getattr(self, name)
         if name == "source" and value is None:
             return "none configured"
+        if _BY_NAME[name].secret and value is not None:
+            return "set (not shown)"
+        if name in ("max_rto", "max_rpo") and value is not None:
+            return _format_duration(value)
         if name == "timeout":
             return _format_duration(value)
         if isinstance(value, bool):

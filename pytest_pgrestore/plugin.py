@@ -46,6 +46,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_SETTINGS] = settings
     config.stash[_MANAGER] = RestoreManager()
+    from .plugin_report import register  # evidence, budgets, reports and alerts (issue 8)
+
+    register(config)
 
 
 def _ini(config: pytest.Config, key: str) -> str | None:

@@ -103,18 +103,55 @@ class Restorer:
 
 
 class _Phases:
-    """Consecutive timed phases on the critical path."""
+    """Consecutive timed phases on the critical path: each phase runs from the previous phase's
+    end to its own, so the phases add up to the total exactly (no untimed gaps between them).
+
+    ``recover`` is split at the moment recovery reached a consistent state (the server log's
+    "consistent recovery state reached" line) into ``start_to_consistent`` and
+    ``consistent_to_target``; ``relist`` and the first query after promotion make up
+    ``target_to_first_query``.  ``first_query()`` closes the clock: RTO is its total.
+    """
+
+    NAMES = {"relist": "target_to_first_query"}
 
     def __init__(self, result: RestoreResult) -> None:
         self.result = result
         self.t0 = time.monotonic()
+        self.wall0 = time.time()  # the same instant on the wall clock (log lines carry wall time)
+        self.boundary = self.t0
+        result.started_at = _iso(self.wall0)
 
     @contextmanager
-    def __call__(self, name: str):
-        start = time.monotonic()
+    def __call__(self, name: str, *, log_file=None):
         try:
             yield
         finally:
-            self.result.phases[name] = round(self.result.phases.get(name, 0) + time.monotonic() - start, 3)
+            start, end = self.boundary, time.monotonic()
+            if name == "recover":
+                from .measure import consistent_at
+
+                at, how = consistent_at(log_file, start=start, end=end, wall0=self.wall0, t0=self.t0)
+                self._add("start_to_consistent", at - start)
+                self._add("consistent_to_target", end - at)
+                self.result.evidence["consistent_from"] = how
+            else:
+                self._add(self.NAMES.get(name, name), end - start)
+            self.boundary = end
+
+    def first_query(self) -> float:
+        """Close the clock at the first successful query: RTO = that moment - start."""
+        now = time.monotonic()
+        self._add("target_to_first_query", now - self.boundary)
+        self.boundary = now
+        self.result.first_query_at = _iso(self.wall0 + (now - self.t0))
+        self.result.rto_seconds = round(now - self.t0, 3)
+        return now
+
+    def _add(self, name: str, seconds: float) -> None:
+        self.result.phases[name] = round(self.result.phases.get(name, 0) + max(seconds, 0.0), 3)
 
 
+def _iso(epoch: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds")

@@ -57,6 +57,11 @@ class RestoreResult:
     log_tail: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     evidence: dict[str, Any] = field(default_factory=dict)  # e.g. where auto.conf was kept
+    started_at: str | None = None  # wall clock (UTC) when the restore began: RTO's start
+    first_query_at: str | None = None  # the first successful query on the restored database
+    rto_seconds: float | None = None  # first query - start, from monotonic clock reads
+    recency: dict[str, Any] = field(default_factory=dict)  # RPO: candidates, which one was used, gap
+    wal_prefetch: dict[str, Any] = field(default_factory=dict)  # beside the phases: bytes, busy, waited
 
     @property
     def ok(self) -> bool:

@@ -96,6 +96,7 @@ class SpoolStats:
     segments: int = 0
     bytes: int = 0
     busy_seconds: float = 0.0
+    waited_seconds: float = 0.0  # replay asked for a file and waited until the spool had it
     on_demand: list[str] = field(default_factory=list)  # names fetched outside the plan
     absent: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
@@ -115,6 +116,7 @@ class WalSpool:
         self._cursor = 0  # highest planned index replay has asked for
         self._next = 0  # next planned index to prefetch
         self._delivered: set[str] = set()
+        self._asked: dict[str, float] = {}  # name → when replay asked for it before it was there
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
@@ -211,6 +213,9 @@ class WalSpool:
             self.stats.bytes += size
             self.stats.busy_seconds += time.monotonic() - started
             self._delivered.add(name)
+            asked = self._asked.pop(name, None)
+            if asked is not None:
+                self.stats.waited_seconds += time.monotonic() - asked
 
     def _mark(self, name: str, kind: str, text: str = "") -> None:
         path = self.dir / f"{name}.{kind}"
@@ -234,6 +239,8 @@ class WalSpool:
     def _answer(self, name: str) -> None:
         if (self.dir / name).exists():
             return
+        with self._lock:
+            self._asked.setdefault(name, time.monotonic())
         idx = self._planned.get(name)
         if idx is not None:
             with self._lock:

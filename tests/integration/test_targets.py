@@ -105,5 +105,8 @@ def test_restore_target_parse_round_trip_is_what_the_result_reports(pg15, settin
     target = RestoreTarget.parse(f"lsn:{pg15.commits['c2'][0].lsn}")
     with Restorer(settings_factory(pg15.s3_url, str(target), env=pg15.s3_env)).restore() as inst:
         assert inst.result.target == str(target)
-        assert inst.result.phases.keys() >= {"catalog", "plan", "fetch", "recover"}
+        assert inst.result.phases.keys() >= {"catalog", "plan", "fetch", "start_to_consistent",
+                                             "consistent_to_target", "target_to_first_query"}
+        assert abs(sum(inst.result.phases.values()) - inst.result.rto_seconds) < 0.02  # consecutive
+        assert inst.result.recency["target_gap_bytes"] >= 0  # an inclusive LSN target: replayed to it or past
         assert inst.result.bytes_fetched > 0 and inst.result.wal_segments > 0
