@@ -179,6 +179,7 @@ class RestoreAttempt:
         inst = make(host=self.server.host, port=self.server.port, user=s.user, dbname=s.dbname,
                     socket_dir=self.server.socket_dir, version=bins.version, result=self.result,
                     run_dir=self.rundir.path)
+        inst.server = self.server  # checks that need the cluster stopped (pg_checksums) restart it in place
         with inst.admin_connect("template1", autocommit=True) as conn:
             if not conn.execute("select 1 from pg_database where datname = %s", (s.dbname,)).fetchone():
                 names = [r[0] for r in conn.execute("select datname from pg_database where datallowconn")]

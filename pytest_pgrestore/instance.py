@@ -31,6 +31,8 @@ class RestoredInstance:
     result: RestoreResult
     run_dir: Path
     _passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    #: the runtime's server (LocalServer, DockerServer): stop/restart for checks that need it offline
+    server: object | None = field(default=None, repr=False, compare=False)
 
     @property
     def password(self) -> str:

@@ -13,7 +13,9 @@ import pwd
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .binaries import PgBinaries
@@ -69,6 +71,11 @@ class LocalServer:
     host: str
     port: int
     socket_dir: str | None
+    pgdata: Path | None = None
+    binaries: PgBinaries | None = None
+    owner: tuple[int, int] | None = None
+    log_file: Path | None = None
+    launch: dict | None = field(default=None, repr=False)  # the Popen arguments, to start it again
 
     def postmaster_pid(self) -> int | None:
         try:
@@ -98,6 +105,50 @@ class LocalServer:
         self.process.kill()
         self.process.wait(5)
 
+    @contextmanager
+    def offline(self, *, timeout: float = 60.0) -> Iterator[LocalServer]:
+        """Stop the server cleanly, yield while the cluster is down, then start it again with the
+        same command line: same port and socket, so every connect string handed out stays valid.
+
+        For tools that need a cleanly stopped cluster (``pg_checksums --check``).
+        """
+        if self.launch is None:
+            raise RuntimeError("this server was not started by LocalRuntime: it cannot be restarted")
+        self.stop(timeout=timeout)
+        try:
+            yield self
+        finally:
+            self.process = subprocess.Popen(**self.launch)
+            self._wait_ready(timeout)
+
+    def run_tool(self, name: str, args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
+        """A PostgreSQL utility of the server's version, run as the server user."""
+        kwargs = {}
+        if self.owner:
+            kwargs.update(user=self.owner[0], group=self.owner[1], extra_groups=[])
+        return subprocess.run([str(self.binaries.tool(name)), *args], capture_output=True, text=True,
+                              env=dict(_CLEAN_ENV), cwd=self.run_dir, timeout=timeout, **kwargs)
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Until postmaster.pid says "ready" (what pg_ctl -w waits for), or the server exits."""
+        from ..errors import PgRestoreError
+
+        deadline = time.monotonic() + timeout
+        pidfile = self.pgdata / "postmaster.pid"
+        while self.process.poll() is None and time.monotonic() < deadline:
+            try:
+                lines = pidfile.read_text().splitlines()
+            except OSError:
+                lines = []
+            if len(lines) >= 8 and lines[7].strip() == "ready":
+                return
+            time.sleep(0.05)
+        tail = self.log_file.read_text(errors="replace").splitlines()[-8:] if self.log_file else []
+        state = "exited" if self.process.poll() is not None else f"not ready after {timeout:.0f} s"
+        raise PgRestoreError(f"the restored server did not come back after a clean stop: {state}",
+                             checked=f"{pidfile} status line; server log: " + " | ".join(tail),
+                             fix="read the server log in the run directory (--restore-keep=on-failure keeps it)")
+
 
 class LocalRuntime:
     name = "local"
@@ -120,10 +171,10 @@ class LocalRuntime:
         kwargs = {}
         if self.owner:
             kwargs.update(user=self.owner[0], group=self.owner[1], extra_groups=[])
-        proc = subprocess.Popen(argv, cwd=run_dir, env=dict(_CLEAN_ENV), start_new_session=True,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, **kwargs)
-        return LocalServer(proc, run_dir, "127.0.0.1", port, str(socket_dir))
+        launch = dict(args=argv, cwd=run_dir, env=dict(_CLEAN_ENV), start_new_session=True,
+                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+        return LocalServer(subprocess.Popen(**launch), run_dir, "127.0.0.1", port, str(socket_dir), pgdata=pgdata,
+                           binaries=self.binaries, owner=self.owner, log_file=log_file, launch=launch)
 
 
 def wait_gone(server: LocalServer, timeout: float) -> bool:
