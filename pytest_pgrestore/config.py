@@ -388,6 +388,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "target_inclusive", "true", _parse_bool, "stop just after (true) or just before (false) the target"
     ),
     OptionSpec("pg_bin", None, _parse_dir, "directory of PostgreSQL binaries (default: found by version)"),
+    OptionSpec("negative_control", "false", _parse_bool,
+               "also run negative_control[<target>] per restore: the same restore with one needed WAL "
+               "segment withheld, which passes only when the verdict catches it"),
     OptionSpec("plan_only", "false", _parse_bool,
                "catalog and pre-flight only: report the plan of every restore, download nothing"),
     OptionSpec("image", "postgres:{major}", _parse_image,
@@ -471,6 +474,7 @@ class Settings:
     docker_network: str = "bridge"
     docker_mode: str = "auto"
     plan_only: bool = False
+    negative_control: bool = False
     report: Path | None = None
     heartbeat_query: str | None = None
     max_rto: float | None = None  # seconds

@@ -118,6 +118,17 @@ class RestoreItem(pytest.Item):
         return self.path, None, self.name
 
 
+class NegativeControlItem(RestoreItem):
+    """``negative_control[<target>]``: the same restore with one WAL segment the target needs
+    withheld; passes only when the verdict catches it (``--restore-negative-control``)."""
+
+    def runtest(self) -> None:
+        from .negative import run_negative_control
+
+        healthy = self.config.stash[_MANAGER].results.get(key_for(self.settings))
+        self.user_properties.extend(run_negative_control(self.settings, healthy=healthy).properties())
+
+
 def describe_failure(exc: PgRestoreError) -> str:
     text = str(exc)
     result = getattr(exc, "result", None)
@@ -141,6 +152,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 label = key.label.replace("restore[", "plan[", 1) if settings.plan_only else key.label
                 seen[key] = RestoreItem.from_parent(item.parent, name=label, settings=settings)
                 out.append(seen[key])
+                if settings.negative_control and not settings.plan_only:
+                    out.append(NegativeControlItem.from_parent(
+                        item.parent, name=key.label.replace("restore[", "negative_control[", 1), settings=settings))
         out.append(item)
     items[:] = out
 

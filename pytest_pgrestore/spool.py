@@ -28,7 +28,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WalSpool", "SpoolStats", "write_wrapper", "EXIT_CODES"]
+__all__ = ["WalSpool", "SpoolStats", "Withheld", "write_wrapper", "EXIT_CODES"]
 
 EXIT_CODES = {
     200: "the requested file name is not a WAL file name",
@@ -91,6 +91,12 @@ def write_wrapper(path: Path, spool: Path, harness_pid: int | None, *, max_wait_
     return path
 
 
+class Withheld(Exception):
+    """Raised by a ``before_deliver`` hook to hold one planned file back on purpose (the negative
+    control): the spool answers "absent" for it, as for a name the store does not hold, instead
+    of waiting for it forever."""
+
+
 @dataclass
 class SpoolStats:
     segments: int = 0
@@ -100,6 +106,7 @@ class SpoolStats:
     on_demand: list[str] = field(default_factory=list)  # names fetched outside the plan
     absent: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    withheld: list[str] = field(default_factory=list)  # answered "absent" on purpose (Withheld)
 
 
 class WalSpool:
@@ -161,7 +168,8 @@ class WalSpool:
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                done = all(n in self._delivered or n in self.stats.errors for n in self.plan.segments)
+                done = all(n in self._delivered or n in self.stats.errors or n in self.stats.withheld
+                           for n in self.plan.segments)
             if done or self._stop.is_set():
                 return
             if time.monotonic() > deadline:
@@ -202,6 +210,12 @@ class WalSpool:
                 if self.owner:
                     os.fchown(out.fileno(), *self.owner)
             os.rename(tmp, self.dir / name)
+        except Withheld as why:
+            log.warning("withholding %s on purpose: %s", name, why)
+            if name not in self.stats.withheld:
+                self.stats.withheld.append(name)
+            self._mark(name, "absent")
+            return
         except Exception as exc:  # any failure must reach the wrapper as a hard error
             log.error("fetching %s (%s) failed: %s", name, key, exc)
             tmp.unlink(missing_ok=True)

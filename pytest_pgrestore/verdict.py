@@ -21,6 +21,9 @@ _LSN = r"([0-9A-F]+/[0-9A-F]+)"
 _STOPPING = re.compile(r"recovery stopping (before|after|at) (.*)$")
 _ENDED_EARLY = "recovery ended before configured recovery target was reached"
 _BEFORE_CONSISTENT = "requested recovery stop point is before consistent recovery point"
+#: the WAL where the backup begins (its checkpoint or redo point) never arrived: replay ended at once
+_NO_START = re.compile(r"could not (?:locate required checkpoint record|find redo location referenced by "
+                       r"checkpoint record)")
 _REDO_DONE = re.compile(r"redo done at " + _LSN)
 _PROMOTED = ("archive recovery complete", "database system is ready to accept connections")
 _RESTORE_FAILED = re.compile(r'FATAL:\s+could not restore file "([^"]+)" from archive: (.*)$')
@@ -63,6 +66,7 @@ class LogFacts:
     stopping: str | None = None
     ended_early: bool = False
     before_consistent: bool = False
+    no_start: str | None = None
     redo_done: int | None = None
     promoted: bool = False
     restore_failed: tuple[str, str] | None = None
@@ -81,6 +85,8 @@ def scan_log(lines: list[str]) -> LogFacts:
             facts.ended_early = True
         if _BEFORE_CONSISTENT in line:
             facts.before_consistent = True
+        if _NO_START.search(line) and facts.no_start is None:
+            facts.no_start = line.strip()
         if m := _REDO_DONE.search(line):
             facts.redo_done = parse_lsn(m.group(1))
         if any(p in line for p in _PROMOTED):
@@ -124,6 +130,10 @@ def decide(obs: Observation, target: RestoreTarget, *, timeline: int, segment_si
         what = f"transaction {target.xid}" if target.kind == "xid" else f"restore point {target.name!r}"
         return Verdict(Outcome.ENDED_EARLY, f"PostgreSQL: {_ENDED_EARLY}: {what} was not found in the WAL "
                        "replayed from this backup", _ENDED_EARLY)
+    if f.no_start and not obs.promoted:
+        return Verdict(Outcome.ENDED_EARLY, f"recovery ended before it began: the WAL where the backup starts "
+                       f"(its checkpoint) was not delivered, so the target {target} was never reached "
+                       f"({f.no_start})", f.no_start)
     if f.ended_early or f.before_consistent:
         why = _BEFORE_CONSISTENT if f.before_consistent else _ENDED_EARLY
         return Verdict(Outcome.ENDED_EARLY, f"PostgreSQL: {why} (target {target}); replay ended at "

@@ -330,6 +330,7 @@ def test_every_option_reads_every_layer() -> None:
             "docker_network": "host",
             "docker_mode": "copy",
             "plan_only": "yes",
+            "negative_control": "yes",
             "report": "evidence/drill.json",
             "heartbeat_query": "select max(ts) from heartbeat",
             "max_rto": "1h",
