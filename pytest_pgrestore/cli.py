@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from .config import OPTIONS, parse_duration, resolve_settings
 from .errors import PgRestoreError, UsageError
+from .target import KINDS as TARGET_KINDS
 
 __all__ = ["main"]
 
@@ -59,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen-port", type=int, metavar="PORT", help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--keep-running", action="store_true", help="leave the server running afterwards")
     p.add_argument("--timeout", help="limit for the whole restore (default 6h)")
+    p = sub.add_parser("gate", help="did a drill of this source pass within --max-age? (from evidence records)",
+                       description="Exit 0 when the newest drill of --source in the evidence passed within "
+                       "--max-age (and within the RTO/RPO budgets given), else 1 with the reason.")
+    p.add_argument("--evidence", required=True, metavar="DIR|URL",
+                   help="where the evidence records (--restore-report files) are: a directory, or an "
+                   "s3:// evidence bucket that is not the backups' bucket")
+    p.add_argument("--source", help="the backup source the drill restored (default: env PGRESTORE_SOURCE)")
+    p.add_argument("--max-age", required=True, metavar="DURATION", help="e.g. 7d or 36h")
+    p.add_argument("--target-kind", action="append", choices=TARGET_KINDS, metavar="KIND",
+                   help="require a passing drill of this target kind (repeatable: latest, time, ...)")
+    p.add_argument("--max-rto", metavar="DURATION", help="the drill's measured RTO must be within this")
+    p.add_argument("--max-rpo", metavar="DURATION", help="the drill's measured RPO must be within this")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("wal-fetch", help="restore_command helper: fetch one WAL file by name")
     p.add_argument("source", help="the backup source")
     p.add_argument("name", help="%%f: the WAL file name PostgreSQL asks for")

@@ -147,6 +147,28 @@ def report_failure(args, exc: PgRestoreError) -> int:
     return EXIT_FAILED
 
 
+def cmd_gate(args, settings) -> int:
+    """``pgrestore gate``: 0 when a drill of the source passed recently enough, else 1."""
+    from .gate import decide, evidence_location, load
+
+    source = settings.require_source().describe()
+    where = evidence_location(args.evidence, source=source)
+    docs, problems = load(where, env=settings.env)
+    result = decide(docs, source=source, max_age=_duration(args.max_age, "--max-age"),
+                    target_kinds=args.target_kind or (), max_rto=_duration(args.max_rto, "--max-rto"),
+                    max_rpo=_duration(args.max_rpo, "--max-rpo"))
+    if not docs:
+        result.reasons.insert(0, f"no evidence record under {where.describe()}" + (f" ({'; '.join(problems)})"
+                                                                                if problems else ""))
+    if args.json:
+        _json_print({**result.to_dict(), "evidence": where.describe(), "records_read": len(docs),
+                     "problems": problems})
+    else:
+        for line in result.reasons:
+            print(line, file=sys.stdout if result.ok else sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
 def wal_fetch(args) -> int:
     """restore_command for restores by hand: ``pgrestore wal-fetch SOURCE %f %p``."""
     import os

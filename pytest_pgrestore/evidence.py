@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import socket
-import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -25,7 +24,7 @@ from . import __version__
 __all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "restore_record", "failed_record", "budget_violations",
            "document", "redact", "ci_context", "passed", "PHASE_ORDER"]
 
-SCHEMA_ID = "https://pytest-pgrestore.invalid/evidence/v1"  # the name of the schema in docs/
+SCHEMA_ID = "urn:pytest-pgrestore:evidence:v1"  # the $id of docs/evidence.schema.json
 SCHEMA_VERSION = 1
 #: RTO's consecutive phases in order; ``drills`` follows the first query and is not part of RTO.
 PHASE_ORDER = ("catalog", "plan", "binaries", "fetch", "verify", "prepare", "start_to_consistent",
@@ -162,7 +161,7 @@ def document(restores: Iterable[dict[str, Any]], *, started_at: str, exit_status
     for rec in restores:
         rec["passed"] = passed(rec)
     return redact({
-        "$schema": SCHEMA_ID,
+        "schema": SCHEMA_ID,
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "pytest-pgrestore", "version": __version__, "python": platform.python_version(),
                  "pytest": _pytest_version()},
@@ -172,7 +171,6 @@ def document(restores: Iterable[dict[str, Any]], *, started_at: str, exit_status
             "exit_status": int(exit_status),
             "passed": int(exit_status) == 0 and bool(restores) and all(r["passed"] for r in restores),
             "host": socket.gethostname(),
-            "argv": [a for a in sys.argv[1:] if not a.startswith("--restore-alert-webhook")],
             "ci": ci_context(env),
             "runbook_url": runbook_url,
         },

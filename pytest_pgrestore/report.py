@@ -127,12 +127,12 @@ def html_section(doc: Mapping[str, Any]) -> str:
                 ("drills", _drills_text(rec))]
         rows += [("budget exceeded", v) for v in rec.get("violations", [])]
         parts.append(f'<h3 style="color:{color}">{e(rec["id"])}: {e(rec.get("outcome") or "FAILED")}</h3>')
-        parts.append('<table class="pgrestore-restore" style="border-collapse:collapse">')
+        parts.append('<table class="pgrestore-restore" style="border-collapse:collapse;color:#222">')
         parts += [f'<tr><th style="text-align:left;padding-right:1em">{e(k)}</th><td>{e(str(v))}</td></tr>'
                   for k, v in rows]
         parts.append("</table>")
         if rec.get("phases"):
-            parts.append('<table class="pgrestore-phases" style="border-collapse:collapse;margin-top:.5em">'
+            parts.append('<table class="pgrestore-phases" style="border-collapse:collapse;margin-top:.5em;color:#222">'
                          "<tr><th style=\"text-align:left;padding-right:1em\">phase</th><th>seconds</th></tr>")
             parts += [f'<tr><td style="padding-right:1em">{e(_LABELS.get(p["name"], p["name"]))}'
                       f'{"" if p.get("in_rto", True) else " (after RTO)"}</td>'

@@ -1,0 +1,117 @@
+"""``pgrestore gate``: the freshness gate over evidence records, each answer with its twin."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from pytest_pgrestore import evidence
+from pytest_pgrestore.cli import main
+from pytest_pgrestore.errors import UsageError
+from pytest_pgrestore.gate import Evidence, decide, evidence_location
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+SOURCE = "s3://backups/pg/main"
+WEEK = 7 * 86400.0
+
+
+def record(*, source=SOURCE, kind="latest", outcome="REACHED", passed=True, rto=42.0, rpo=60.0, drills=()):
+    return {"id": f"restore[{kind}]", "source": source, "format": "walg", "target": {"text": kind, "kind": kind},
+            "backup": {"name": "base_1"}, "outcome": outcome, "detail": "why", "passed": passed,
+            "violations": [], "phases": [], "rto": {"seconds": rto, "served_from_cache": False},
+            "rpo": {"seconds": rpo}, "drills": list(drills)}
+
+
+def run(*records, age=timedelta(days=1), exit_status=0, where="run.json") -> Evidence:
+    finished = (NOW - age).isoformat()
+    return Evidence(where, {"schema_version": evidence.SCHEMA_VERSION, "run": {
+        "finished_at": finished, "exit_status": exit_status, "ci": {"run_url": "https://ci.example/run/7"}},
+        "restores": list(records)})
+
+
+def gate(*docs, **kw):
+    return decide(docs, source=SOURCE, max_age=WEEK, now=NOW, **kw)
+
+
+def test_a_recent_passing_drill_passes():
+    result = gate(run(record()))
+    assert result.ok, result.reasons
+    assert result.reasons[0].startswith(f"PASS: a drill of {SOURCE} passed 1d ago")
+    assert "https://ci.example/run/7" in result.reasons[0]
+
+
+def test_a_stale_drill_fails_naming_its_age():
+    result = gate(run(record(), age=timedelta(days=8)))
+    assert not result.ok
+    assert "passed 8d ago" in result.reasons[0] and "older than --max-age 7d" in result.reasons[0]
+
+
+def test_the_newest_drill_decides_even_when_an_older_one_passed():
+    result = gate(run(record(), age=timedelta(days=2)),
+                  run(record(outcome="TRUNCATED", passed=False), age=timedelta(hours=1), where="new.json"))
+    assert not result.ok and "failed" in result.reasons[0] and "TRUNCATED" in result.reasons[0]
+
+
+def test_a_failed_drill_test_fails_the_gate():
+    bad = {"nodeid": "drills/test_x.py::test_orders", "outcome": "failed", "duration": 1.0}
+    result = gate(run(record(drills=[bad]), exit_status=1))
+    assert not result.ok and "drills/test_x.py::test_orders" in result.reasons[0]
+
+
+def test_a_run_that_exited_non_zero_fails_the_gate():
+    result = gate(run(record(), exit_status=2))
+    assert not result.ok and "exited 2" in result.reasons[0]
+
+
+def test_evidence_of_another_source_does_not_count():
+    result = gate(run(record(source="s3://backups/pg/other")))
+    assert not result.ok
+    assert result.reasons == [f"no drill evidence for {SOURCE} (sources in the evidence: s3://backups/pg/other)"]
+
+
+def test_each_target_kind_asked_for_must_have_passed():
+    docs = [run(record(kind="latest")), run(record(kind="time"), age=timedelta(days=9))]
+    assert gate(*docs, target_kinds=["latest"]).ok
+    result = gate(*docs, target_kinds=["latest", "time"])
+    assert not result.ok and "PASS" in result.reasons[0] and "older than" in result.reasons[1]
+
+
+def test_budgets_in_the_gate():
+    assert gate(run(record(rto=42.0, rpo=60.0)), max_rto=60.0, max_rpo=120.0).ok
+    result = gate(run(record(rto=42.0)), max_rto=30.0)
+    assert not result.ok and "RTO 42.0s, over --max-rto 30s" in result.reasons[0]
+    assert not gate(run(record(rpo=None)), max_rpo=60.0).ok
+
+
+def test_the_evidence_bucket_must_not_be_the_backup_bucket():
+    assert evidence_location("s3://drill-evidence/pg", source=SOURCE).bucket == "drill-evidence"
+    with pytest.raises(UsageError, match="is the backup source's bucket"):
+        evidence_location("s3://backups/evidence", source=SOURCE)
+
+
+# -- the command: exit codes -----------------------------------------------------------------------
+def write(tmp_path, name, doc):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    ok = run(record(), age=timedelta(hours=1)).doc
+    ok["run"]["finished_at"] = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+    write(tmp_path, "artifact/drill-evidence.json", ok)
+    write(tmp_path, "artifact/other.json", {"not": "evidence"})  # ignored
+    args = ["gate", "--evidence", str(tmp_path), "--source", SOURCE]
+    assert main([*args, "--max-age", "7d"]) == 0
+    assert "PASS:" in capsys.readouterr().out
+    assert main([*args, "--max-age", "30m"]) == 1
+    assert "older than --max-age 30m" in capsys.readouterr().err
+    assert main([*args, "--max-age", "7d", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["records_read"] == 1
+    assert main(["gate", "--evidence", str(tmp_path / "nowhere"), "--source", SOURCE, "--max-age", "7d"]) == 1
+    assert "no evidence record under" in capsys.readouterr().err
+    assert main([*args, "--max-age", "seven days"]) == 4
+    assert main(["gate", "--evidence", "s3://backups/ev", "--source", SOURCE, "--max-age", "7d"]) == 4
+    assert "is the backup source's bucket" in capsys.readouterr().err
