@@ -21,6 +21,7 @@ import ast
 import logging
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -245,18 +246,26 @@ class BarmanFormat:
                                 checked="symlinks in the backup's tars (barman-cloud writes none)",
                                 fix="this is not a barman-cloud backup")
 
+        cancel = threading.Event()
+
         def job(fname: str) -> tuple[int, int]:
             kind = _TAR_RE.match(fname).group(1)
             dest = pgdata if kind == "data" else links.setdefault(kind, ts_root / kind)
             dest.mkdir(mode=0o700, parents=True, exist_ok=True)
             with self.store.open(tars[fname]) as raw:
-                counted = _Counting(raw)
+                counted = _Counting(raw, cancel)
                 with open_decompressed(counted, tars[fname]) as stream:
                     written = extract_tar(stream, dest, label=tars[fname], on_symlink=on_symlink, owner=owner)
             return counted.count, written
 
-        with ThreadPoolExecutor(max_workers=min(4, len(tars))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(4, len(tars)), thread_name_prefix="barman-fetch")
+        try:
             results = list(pool.map(job, sorted(tars)))
+        except BaseException:  # a damaged tar or Ctrl-C: the other downloads stop at their next read
+            cancel.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         for oid, path in links.items():
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             link = pgdata / "pg_tblspc" / oid
@@ -283,10 +292,12 @@ def _tablespaces(text: str | None) -> dict[str, str]:
 
 
 class _Counting:
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.count = raw, 0
+    def __init__(self, raw: BinaryIO, cancel: threading.Event) -> None:
+        self.raw, self.count, self.cancel = raw, 0, cancel
 
     def read(self, n: int = -1) -> bytes:
+        if self.cancel.is_set():
+            raise InterruptedError("restore cancelled")
         data = self.raw.read(n)
         self.count += len(data)
         return data

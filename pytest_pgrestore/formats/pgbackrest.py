@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -260,41 +261,29 @@ class PgBackRestFormat:
     # -- materialize -------------------------------------------------------------------------
     def materialize(self, backup: Backup, pgdata: Path, run_dir: Path, *, owner=None) -> Materialized:
         manifest = self._manifest(backup)
-        pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ts_root = run_dir / "tablespaces"
-        tablespaces = {name.split("/")[1]: ts_root / name.split("/")[1] for name in manifest.links
-                       if name.startswith("pg_tblspc/")}
-
-        def local(name: str) -> Path | None:
-            top, _, rest = name.partition("/")
-            if top == "pg_data":
-                return pgdata / rest if rest else pgdata
-            if top == "pg_tblspc":
-                oid, _, sub = rest.partition("/")
-                if oid in tablespaces:
-                    return tablespaces[oid] / sub if sub else tablespaces[oid]
-            return None
-
-        for p in sorted(manifest.paths):
-            path = local(p)
-            if path is not None:
-                _mkdir(path, owner)
-        for oid, path in tablespaces.items():
-            _mkdir(path, owner)
-            link = pgdata / "pg_tblspc" / oid
-            _mkdir(link.parent, owner)
-            os.symlink(path, link)
-        _mkdir(pgdata / "pg_wal", owner)
-        files = [f for f in manifest.files if f.name not in ("pg_data/tablespace_map",) and local(f.name)]
+        layout = _Layout(backup.name, pgdata, run_dir / "tablespaces", manifest)
+        layout.create(owner)
+        files = [f for f in manifest.files if f.name != "pg_data/tablespace_map" and layout.local(f.name)]
         control = [f for f in files if f.name == "pg_data/global/pg_control"]
-        rest = sorted((f for f in files if f not in control), key=lambda f: -f.size)
-        with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="pgbackrest-fetch") as pool:
-            results = list(pool.map(lambda f: self._restore_file(backup, manifest, f, local(f.name), owner),
-                                    rest))
-        results += [self._restore_file(backup, manifest, f, local(f.name), owner) for f in control]
+        rest = sorted((f for f in files if f not in control), key=lambda f: -f.size)  # big files start first
+        cancel = threading.Event()
+
+        def job(f: ManifestFile) -> tuple[int, int]:
+            return self._restore_file(backup, manifest, f, layout.local(f.name), owner, cancel)
+
+        pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="pgbackrest-fetch")
+        try:
+            results = list(pool.map(job, rest))
+        except BaseException:  # a damaged file or Ctrl-C: the other downloads stop at their next read
+            cancel.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        results += [job(f) for f in control]  # pg_control last: until then the directory cannot start
         log.info("pgbackrest: restored %d files of %s, every SHA-1 checked", len(results), backup.name)
         return Materialized(pgdata=pgdata, bytes_fetched=sum(r[0] for r in results),
-                            bytes_written=sum(r[1] for r in results), manifest=None, tablespaces=tablespaces)
+                            bytes_written=sum(r[1] for r in results), manifest=None,
+                            tablespaces=layout.tablespaces)
 
     def _manifest(self, backup: Backup) -> Manifest:
         key = backup.details["manifest"]
@@ -321,7 +310,7 @@ class PgBackRestFormat:
             return f"{base}bundle/{f.bundle_id}"
         return base + f.name + COMPRESS_EXT[manifest.compress_type]
 
-    def _restore_file(self, backup, manifest, f: ManifestFile, dest: Path, owner) -> tuple[int, int]:
+    def _restore_file(self, backup, manifest, f: ManifestFile, dest: Path, owner, cancel) -> tuple[int, int]:
         tmp = dest.with_name(dest.name + ".pgrestore.tmp") if f.name.endswith("global/pg_control") else dest
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as out:
@@ -330,12 +319,12 @@ class PgBackRestFormat:
             if f.size == 0:
                 fetched = written = 0
             else:
-                fetched, written = self._copy_file(backup, manifest, f, out)
+                fetched, written = self._copy_file(backup, manifest, f, out, cancel)
         if tmp != dest:
             os.replace(tmp, dest)
         return fetched, written
 
-    def _copy_file(self, backup, manifest, f: ManifestFile, out) -> tuple[int, int]:
+    def _copy_file(self, backup, manifest, f: ManifestFile, out, cancel) -> tuple[int, int]:
         key = self._repo_key(backup, manifest, f)
         if f.bundle_id is not None:
             raw = self.store.open_range(key, f.bundle_offset, f.bundle_offset + f.repo_size)
@@ -344,7 +333,7 @@ class PgBackRestFormat:
         codec = manifest.compress_type
         where = f"{f.name} (stored in {key})"
         digest, written = hashlib.sha1(), 0
-        counted = _Counting(raw)
+        counted = _Counting(raw, cancel)
         try:
             with open_codec(counted, codec, label=where) as stream:
                 while chunk := stream.read(1 << 20):
@@ -352,8 +341,8 @@ class PgBackRestFormat:
                     out.write(chunk)
                     written += len(chunk)
         except (OSError, EOFError, ValueError, RuntimeError) as exc:
-            if isinstance(exc, OSError) and exc.errno is not None:
-                raise
+            if isinstance(exc, InterruptedError) or (isinstance(exc, OSError) and exc.errno is not None):
+                raise  # cancelled, or a local I/O error (disk full): not a property of the backup
             raise CorruptBackup(f"backup {backup.name}: {where} does not decompress ({exc})",
                                 checked=f"{manifest.compress_type} stream of the file",
                                 fix="the repository file is damaged: run `pgbackrest verify`, restore another "
@@ -383,11 +372,47 @@ def _mkdir(path: Path, owner) -> None:
         os.chown(path, *owner)
 
 
+class _Layout:
+    """Where each manifest name lands: ``pg_data/…`` in PGDATA, ``pg_tblspc/<oid>/…`` in the run dir."""
+
+    def __init__(self, label: str, pgdata: Path, ts_root: Path, manifest: Manifest) -> None:
+        self.label, self.pgdata, self.manifest = label, pgdata, manifest
+        self.tablespaces = {name.split("/")[1]: ts_root / name.split("/")[1] for name in manifest.links
+                            if name.startswith("pg_tblspc/") and name.split("/")[1].isdigit()}
+
+    def local(self, name: str) -> Path | None:
+        top, _, rest = name.partition("/")
+        if ".." in rest.split("/") or rest.startswith("/"):
+            raise CorruptBackup(f"backup {self.label}: manifest entry {name!r} points outside the restore",
+                                checked="every path in backup.manifest", fix="this manifest is not pgBackRest's")
+        if top == "pg_data":
+            return self.pgdata / rest if rest else self.pgdata
+        if top == "pg_tblspc":
+            oid, _, sub = rest.partition("/")
+            if oid in self.tablespaces:
+                return self.tablespaces[oid] / sub if sub else self.tablespaces[oid]
+        return None
+
+    def create(self, owner) -> None:
+        self.pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for p in sorted(self.manifest.paths):
+            if (path := self.local(p)) is not None:
+                _mkdir(path, owner)
+        for oid, path in self.tablespaces.items():
+            _mkdir(path, owner)
+            link = self.pgdata / "pg_tblspc" / oid
+            _mkdir(link.parent, owner)
+            os.symlink(path, link)
+        _mkdir(self.pgdata / "pg_wal", owner)
+
+
 class _Counting:
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.count = raw, 0
+    def __init__(self, raw: BinaryIO, cancel: threading.Event | None = None) -> None:
+        self.raw, self.count, self.cancel = raw, 0, cancel
 
     def read(self, n: int = -1) -> bytes:
+        if self.cancel is not None and self.cancel.is_set():
+            raise InterruptedError("restore cancelled")
         data = self.raw.read(n)
         self.count += len(data)
         return data

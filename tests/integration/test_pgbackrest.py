@@ -67,7 +67,7 @@ def pgbr_posix(workroot) -> ToolScenario:
     repo = workroot / "pgbr-posix-repo"
     tool = PgBackRest.posix(workroot / "pgbr-posix-tool", repo, compress_type="gz")
     with pgbackrest_source(workroot / "pgbr-posix-src", tool) as src:
-        sc = history(src, tool.backup, second="diff")
+        sc = history(src, tool.backup, second="diff", tablespace=workroot / "pgbr-posix-ts")
         codec_backups = {}
         for codec in CODECS:
             tool.options["compress-type"] = codec
@@ -159,6 +159,15 @@ def test_posix_time_target_through_a_diff_backup(pgbr_posix, settings_factory):
     assert pgbr_posix.backups["b2"].endswith("D")
 
 
+def test_posix_tablespace_lands_in_the_run_dir(pgbr_posix, settings_factory):
+    with Restorer(settings_factory(pgbr_posix.url)).restore() as inst:
+        with inst.connect() as conn:
+            assert conn.execute("select count(*) from in_ts").fetchone()[0] == 100
+            (location,) = conn.execute("select pg_tablespace_location(oid) from pg_tablespace "
+                                       "where spcname = 'ts1'").fetchone()
+        assert location.startswith(str(inst.run_dir)), location
+
+
 @pytest.mark.parametrize("codec", ["lz4", "lz4 incr", "bz2", "none"])
 def test_posix_each_compression_restores_by_name(pgbr_posix, settings_factory, codec):
     label = next(k for k, v in pgbr_posix.extra["codec_backups"].items() if v == codec)
@@ -166,30 +175,42 @@ def test_posix_each_compression_restores_by_name(pgbr_posix, settings_factory, c
     assert (rows, result.outcome) == (pgbr_posix.total_rows, "REACHED")
 
 
-def test_native_restore_matches_pgbackrest_restore(pgbr_posix, workroot, settings_factory):
-    """Every file our reader writes is byte-identical to what `pgbackrest restore` writes."""
+def _files(root: Path) -> dict[str, bytes]:
+    """Relative path → content of every regular file under ``root``, not following symlinks."""
+    out = {}
+    for dirpath, _dirs, names in os.walk(root):  # os.walk does not descend into symlinked dirs
+        for name in names:
+            path = Path(dirpath, name)
+            if path.is_file() and not path.is_symlink():
+                out[str(path.relative_to(root))] = path.read_bytes()
+    return out
+
+
+def test_native_restore_matches_pgbackrest_restore(pgbr_posix, workroot):
+    """Every file our reader writes, tablespace included, is byte-identical to `pgbackrest restore`'s."""
     from pytest_pgrestore.formats import get_format
     from pytest_pgrestore.storage.local import LocalStore
 
-    label = pgbr_posix.backups["b2"]
-    ours, theirs = workroot / "cmp-ours", workroot / "cmp-theirs"
+    label = pgbr_posix.backups["b2"]  # a diff backup: files from two backups
+    ours, theirs, theirs_ts = workroot / "cmp-ours", workroot / "cmp-theirs", workroot / "cmp-theirs-ts"
     fmt = get_format(LocalStore(pgbr_posix.extra["repo"]), "pgbackrest")
-    backup = fmt.catalog().backup(label)
-    fmt.materialize(backup, ours / "pgdata", ours, owner=None)
-    theirs.mkdir()
-    chown_tree(theirs)
-    pgbr_posix.extra["tool"].run("restore", f"--set={label}", f"--pg1-path={theirs}", "--type=none")
+    mat = fmt.materialize(fmt.catalog().backup(label), ours / "pgdata", ours, owner=None)
+    for d in (theirs, theirs_ts):
+        d.mkdir()
+        chown_tree(d)
+    pgbr_posix.extra["tool"].run("restore", f"--set={label}", f"--pg1-path={theirs}", "--type=none",
+                                 f"--tablespace-map-all={theirs_ts}")
     try:
-        ignore = {"postgresql.auto.conf", "recovery.signal"}  # pgbackrest restore writes recovery settings
-        mine = {p.relative_to(ours / "pgdata"): p for p in (ours / "pgdata").rglob("*")
-                if p.is_file() and p.name not in ignore}
-        real = {p.relative_to(theirs): p for p in theirs.rglob("*") if p.is_file() and p.name not in ignore}
-        assert sorted(map(str, mine)) == sorted(map(str, real))
-        differ = [str(k) for k, p in mine.items() if p.read_bytes() != real[k].read_bytes()]
-        assert differ == []
+        ignore = ("postgresql.auto.conf", "recovery.signal")  # pgbackrest restore writes recovery settings
+        mine = {k: v for k, v in _files(ours / "pgdata").items() if k not in ignore}
+        real = {k: v for k, v in _files(theirs).items() if k not in ignore}
+        assert sorted(mine) == sorted(real)
+        assert [k for k in mine if mine[k] != real[k]] == []
+        (oid,) = mat.tablespaces
+        assert _files(mat.tablespaces[oid]) == _files(theirs_ts / "ts1") != {}
     finally:
-        shutil.rmtree(ours, ignore_errors=True)
-        shutil.rmtree(theirs, ignore_errors=True)
+        for d in (ours, theirs, theirs_ts):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # -- twins: one defect each, named before or during the restore -------------------------------

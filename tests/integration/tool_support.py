@@ -341,10 +341,19 @@ class ToolScenario:
         return mid.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def history(src: ToolSource, take_backup, *, second: str = "incr") -> ToolScenario:
-    """Write the standard history into ``src``; ``take_backup(kind)`` returns the backup's name."""
+def history(src: ToolSource, take_backup, *, second: str = "incr", tablespace: Path | None = None) -> ToolScenario:
+    """Write the standard history into ``src``; ``take_backup(kind)`` returns the backup's name.
+
+    With ``tablespace``, table ``in_ts`` (100 rows) lives in tablespace ``ts1`` at that directory.
+    """
     sc = ToolScenario(url="", env={})
     src.demo_schema()
+    if tablespace is not None:
+        tablespace.mkdir(parents=True, exist_ok=True)
+        os.chown(tablespace, *server_ids())
+        with src.connect() as conn:
+            conn.execute(f"CREATE TABLESPACE ts1 LOCATION '{tablespace}'")
+            conn.execute("CREATE TABLE in_ts TABLESPACE ts1 AS SELECT g AS x FROM generate_series(1, 100) g")
     sc.commits["c0"] = src.commit_rows(2)
     sc.backups["b1"] = take_backup("full")
     time.sleep(1.1)  # backup stop times may be whole seconds: keep c1 clear of b1's
