@@ -112,6 +112,7 @@ def test_s3_latest_replays_every_commit_and_never_writes_to_the_repository(pgbr_
     rows, result = restore_rows(settings_factory(pgbr_s3.url, env=pgbr_s3.env))
     assert (rows, result.outcome, result.format) == (pgbr_s3.total_rows, "REACHED", "pgbackrest")
     assert result.backup == pgbr_s3.backups["b2"]  # the incremental, resolved through its full
+    assert result.source == f"{pgbr_s3.url}?stanza=main"  # the only stanza, picked and shown
     assert object_count(tls_s3, "pgbr", "repo/") == before
 
 
@@ -227,6 +228,27 @@ def test_twin_deleted_wal_segment_is_refused_before_download(pgbr_posix, setting
         assert err.value.result.outcome == "REFUSED_PREFLIGHT" and err.value.result.bytes_fetched == 0
     finally:
         shutil.rmtree(repo, ignore_errors=True)
+
+
+def test_twin_s3_deleted_wal_segment_is_refused_before_download(pgbr_s3, tls_s3, settings_factory):
+    """The copy holds no backup file at all (only info files, manifests and WAL): the refusal
+    comes from the listing alone."""
+    client = tls_s3.admin_client()
+    try:
+        keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="pgbr", Prefix="repo/")
+                for o in page.get("Contents", ()) if "/pg_data/" not in o["Key"]]
+        newest = Restorer(settings_factory(pgbr_s3.url, env=pgbr_s3.env)).catalog().backups[-1]
+        name = newest.details["archive_start"]
+        for key in keys:
+            if f"/{name}-" not in key:
+                client.copy_object(Bucket="pgbr", Key="gap/" + key[len("repo/"):],
+                                   CopySource={"Bucket": "pgbr", "Key": key})
+    finally:
+        client.close()
+    with pytest.raises(PreflightError) as err:
+        restore_rows(settings_factory("s3://pgbr/gap", env=pgbr_s3.env))
+    assert name in err.value.what and "missing from the archive" in err.value.what
+    assert err.value.result.outcome == "REFUSED_PREFLIGHT" and err.value.result.bytes_fetched == 0
 
 
 def _stored_file(repo: Path, label: str, suffix: str) -> Path:
