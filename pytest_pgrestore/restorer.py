@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from .attempt import RestoreAttempt
 from .catalog import Catalog
@@ -77,6 +78,11 @@ class Restorer:
             try:
                 plan = make_plan(catalog, target, timeline=self.settings.timeline,
                                  inclusive=self.settings.target_inclusive)
+                from .diskcheck import check_restore_space
+
+                result.evidence["disk_check"] = check_restore_space(
+                    self.format(), catalog, plan, workdir=self.settings.workdir,
+                    pgdata=Path(pgdata) if pgdata is not None else None)
             except PreflightError as exc:
                 result.outcome, result.detail = Outcome.REFUSED_PREFLIGHT, str(exc)
                 exc.result = result
