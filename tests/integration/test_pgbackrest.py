@@ -323,6 +323,23 @@ def test_selector_for_another_format_is_refused(pgbr_posix, settings_factory):
         Restorer(settings_factory(f"{pgbr_posix.url}?server=pg", format="pgbackrest")).catalog()
 
 
+# -- a failover: timeline 2 and its history file in the archive -----------------------------------
+def test_latest_follows_the_new_timeline_after_a_failover(workroot, settings_factory):
+    repo = workroot / "pgbr-tli-repo"
+    tool = PgBackRest.posix(workroot / "pgbr-tli-tool", repo, compress_type="lz4")
+    with pgbackrest_source(workroot / "pgbr-tli-src", tool) as src:
+        src.commit_rows(2)
+        tool.backup("full")
+        src.commit_rows(2)
+        assert src.new_timeline() == 2
+        src.commit_rows(3)
+        src.switch_wal()
+    assert list(repo.glob("archive/main/15-1/00000002.history"))
+    assert list(repo.glob("archive/main/15-1/*/*.partial-*"))  # the old timeline's last segment
+    rows, result = restore_rows(settings_factory(f"file://{repo}"))
+    assert (rows, result.outcome, result.timeline) == (7, "REACHED", 2)
+
+
 # -- features the native reader refuses, by name, at catalog time --------------------------------
 def _small_repo(workroot: Path, name: str, **options) -> tuple[PgBackRest, Path]:
     repo = workroot / f"{name}-repo"

@@ -173,10 +173,15 @@ class PgBackRest:
 
 
 def pgbackrest_source(workdir: Path, tool: PgBackRest, **kwargs) -> ToolSource:
-    """A started source whose WAL goes through ``tool``, its stanza created and checked."""
+    """A started source whose WAL goes through ``tool``, its stanza created and checked.
+
+    Its ``new_timeline()`` recovers through ``pgbackrest archive-get``, as a real failover would.
+    """
     src = ToolSource(workdir, archive_command=tool.archive_command, **kwargs)
     try:
         src.init()
+        (src.workdir / "restore_wal.sh").write_text(
+            f"#!/bin/sh\nexec pgbackrest --config={tool.conf} --stanza={tool.stanza} archive-get \"$1\" \"$2\"\n")
         tool.write_config(src)
         src.start()
         tool.run("stanza-create")
