@@ -175,6 +175,23 @@ def test_source_pointing_straight_at_the_server_folder(barman, settings_factory)
     assert (rows, result.outcome) == (barman.rows_at("c2", 0), "REACHED")
 
 
+# -- a failover: timeline 2, its gzipped history file in wals/ ------------------------------------
+def test_latest_follows_the_new_timeline_after_a_failover(workroot, tls_s3, settings_factory):
+    tool = BarmanCloud(workroot / "barman-tli-tool", endpoint=tls_s3.https_endpoint, ca_bundle=tls_s3.cert,
+                       bucket=BUCKET, path="tli", server="pg", key=tls_s3.admin.access_key,
+                       secret=tls_s3.admin.secret_key, wal_compression="gzip")
+    with barman_source(workroot / "barman-tli-src", tool) as src:
+        src.commit_rows(2)
+        tool.backup(src)
+        src.commit_rows(2)
+        assert src.new_timeline() == 2
+        src.commit_rows(3)
+        src.switch_wal()
+    assert "tli/pg/wals/00000002.history.gz" in keys(tls_s3, "tli/pg/wals/")
+    rows, result = restore_rows(settings_factory(f"s3://{BUCKET}/tli", env=https_env(tls_s3)))
+    assert (rows, result.outcome, result.timeline) == (7, "REACHED", 2)
+
+
 # -- auto-detection -------------------------------------------------------------------------------
 def test_nothing_recognised_lists_every_layout_looked_for(barman, tls_s3, settings_factory):
     copy_prefix(tls_s3, "cloud/pg/wals/", "not-a-backup/wals/")

@@ -264,6 +264,17 @@ class BarmanCloud:
         self.script.chmod(0o700)
         os.chown(self.script, *server_ids())
 
+    def write_restore_script(self, path: Path) -> None:
+        """restore_command for the source's own failover: barman-cloud-wal-restore (%f %p)."""
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env.items())
+        path.write_text(
+            "#!/bin/sh\n" + exports + f"export PYTHONPATH={shlex.quote(str(barman_site()))}\n"
+            f"exec {SYSTEM_PYTHON} -c 'import sys; from barman.clients.cloud_walrestore import main; "
+            f"sys.argv[0] = \"barman-cloud-wal-restore\"; main()' --cloud-provider aws-s3 "
+            f"--endpoint-url {self.endpoint} {self.url} {self.server} \"$1\" \"$2\"\n")
+        path.chmod(0o700)
+        os.chown(path, *server_ids())
+
     def backup(self, src: SourceCluster, *, compression: str | None = None, name: str | None = None) -> str:
         """barman-cloud-backup (as root: it reads PGDATA and talks to the server's socket)."""
         import sys
@@ -301,10 +312,13 @@ class BarmanCloud:
 
 
 def barman_source(workdir: Path, tool: BarmanCloud, **kwargs) -> ToolSource:
+    """A started source archiving through barman-cloud-wal-archive; ``new_timeline()`` recovers
+    through barman-cloud-wal-restore."""
     tool.write_script()
     src = ToolSource(workdir, archive_command=tool.archive_command, **kwargs)
     try:
         src.init()
+        tool.write_restore_script(src.workdir / "restore_wal.sh")
         src.start()
     except BaseException:
         src.close()
