@@ -17,6 +17,8 @@ command -v lz4 >/dev/null 2>&1 || need_apt="$need_apt lz4"
 # the pgBackRest format's integration tests make real pgBackRest backups (they skip without it)
 want_apt=""
 command -v pgbackrest >/dev/null 2>&1 || want_apt=" pgbackrest"
+# the HTML drill report is checked in a real headless browser (that test skips without it)
+command -v chromium >/dev/null 2>&1 || want_apt="$want_apt chromium"
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt="$need_apt python3-venv"
 if [ "$(id -u)" -ne 0 ]; then

@@ -14,7 +14,7 @@ import pytest
 pytest_plugins = ["pytester"]
 
 _SCRUB_PREFIXES = ("PGRESTORE_", "AWS_", "WALG_", "WALE_", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD",
-                   "PGDATABASE", "PGSERVICE", "PGSSL", "PYTEST_ADDOPTS")
+                   "PGDATABASE", "PGSERVICE", "PGSSL", "PYTEST_ADDOPTS", "GITHUB_STEP_SUMMARY")
 
 
 def _scrub(environ: dict) -> None:
