@@ -322,6 +322,7 @@ class OptionSpec:
     help: str
     choices: tuple[str, ...] = ()
     default_factory: Callable[[], str] | None = None  # for defaults computed at run time
+    const: str | None = None  # the value of the flag given alone (--restore-checks means all)
     secret: bool = False  # never shown (report header, evidence): e.g. a webhook URL with its token
 
     @property
@@ -401,6 +402,34 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "docker runtime: hand PGDATA over by bind mount, by copy, or auto (bind when the daemon "
                "sees our files)", _DOCKER_MODES),
 )
+#: The built-in checks ``--restore-checks`` collects (see plugin_checks.py).
+CHECK_KINDS = ("expectations", "corruption", "hygiene")
+_CHECKS_SYNTAX = "all | none | a comma-separated list of " + ", ".join(CHECK_KINDS)
+
+
+def _parse_checks(value: object, origin: str) -> tuple[str, ...]:
+    """``"all"`` → every kind; ``"corruption,hygiene"`` → those two, in canonical order."""
+    if isinstance(value, (list, tuple, frozenset, set)):
+        value = ",".join(map(str, value))
+    words = [w.strip() for w in _text(value, origin, "checks").split(",") if w.strip()]
+    if words == ["all"]:
+        return CHECK_KINDS
+    if words == ["none"]:
+        return ()
+    unknown = [w for w in words if w not in CHECK_KINDS]
+    if unknown or not words:
+        shown = unknown[0] if unknown else ""
+        raise _usage(f"invalid checks {shown!r}", origin, _CHECKS_SYNTAX,
+                     "pick from the accepted values; a bare --restore-checks written before a test path "
+                     "takes that path as its value: put it after the paths, or write --restore-checks=all")
+    return tuple(kind for kind in CHECK_KINDS if kind in words)
+
+
+OPTIONS += (
+    OptionSpec("checks", "none", _parse_checks,
+               "built-in checks to collect: all (the flag alone), none, or any of expectations, corruption, "
+               "hygiene (comma-separated); see docs/checks.md", const="all"),
+)
 _BY_NAME = {spec.name: spec for spec in OPTIONS}
 #: The official PagerDuty Events API v2 endpoint; ``--restore-alert-pagerduty=on`` uses it.
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -475,6 +504,7 @@ class Settings:
     docker_mode: str = "auto"
     plan_only: bool = False
     negative_control: bool = False
+    checks: tuple[str, ...] = ()  # CHECK_KINDS to collect
     report: Path | None = None
     heartbeat_query: str | None = None
     max_rto: float | None = None  # seconds
@@ -526,6 +556,8 @@ class Settings:
             return "set (not shown)"
         if name in ("max_rto", "max_rpo") and value is not None:
             return _format_duration(value)
+        if name == "checks":
+            return ",".join(value) or "none"
         if name == "timeout":
             return _format_duration(value)
         if isinstance(value, bool):

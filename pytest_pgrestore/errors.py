@@ -21,6 +21,7 @@ __all__ = [
     "BinariesNotFound",
     "RestoreFailed",
     "NoSourceConfigured",
+    "CheckSkipped",
 ]
 
 
@@ -98,3 +99,8 @@ class RestoreFailed(PgRestoreError):
     def __init__(self, what: str, *, checked: str | None = None, fix: str | None = None, result=None):
         super().__init__(what, checked=checked, fix=fix)
         self.result = result
+
+
+class CheckSkipped(PgRestoreError):
+    """A built-in check cannot run here (amcheck missing, checksums off, a permission the key lacks):
+    reported as skipped with this reason, never as passed."""

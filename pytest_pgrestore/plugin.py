@@ -29,6 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         kwargs = {"choices": spec.choices} if spec.choices else {}
         if spec.default in ("true", "false"):  # a switch: --restore-plan-only alone means true
             kwargs.update(nargs="?", const="true")
+        if spec.const is not None:  # may stand alone: --restore-checks means all
+            kwargs.update(nargs="?", const=spec.const)
         group.addoption(spec.cli_flag, dest=spec.dest, default=None, help=spec.help + suffix,
                         metavar=spec.name.upper(), **kwargs)
         parser.addini(spec.ini_key, spec.help, default=None)
@@ -46,6 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_SETTINGS] = settings
     config.stash[_MANAGER] = RestoreManager()
+    config.pluginmanager.import_plugin("pytest_pgrestore.plugin_checks")  # --restore-checks (issue 10)
     from .plugin_report import register  # evidence, budgets, reports and alerts (issue 8)
 
     register(config)

@@ -36,12 +36,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["S3Settings", "S3Store", "Sourced", "ObjectChanged", "s3_settings_from_env", "READ_OPERATIONS"]
+__all__ = ["S3Settings", "S3Store", "Sourced", "ObjectChanged", "NotSupported", "s3_settings_from_env",
+           "READ_OPERATIONS", "BUCKET_SETTINGS"]
 
 T = TypeVar("T")
 
 #: the only S3 operations an S3Store's client will send
-READ_OPERATIONS = frozenset({"ListObjectsV2", "HeadObject", "GetObject", "HeadBucket", "GetBucketLocation"})
+READ_OPERATIONS = frozenset({"ListObjectsV2", "HeadObject", "GetObject", "HeadBucket", "GetBucketLocation",
+                             "GetBucketEncryption", "GetPublicAccessBlock", "GetBucketPolicyStatus"})
+#: bucket-level reads of the hygiene checks → the error code that means "not configured"
+BUCKET_SETTINGS = {
+    "GetBucketEncryption": "ServerSideEncryptionConfigurationNotFoundError",
+    "GetPublicAccessBlock": "NoSuchPublicAccessBlockConfiguration",
+    "GetBucketPolicyStatus": "NoSuchBucketPolicy",
+}
 
 _ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")  # last: WAL-G's name
 _REGION_VARS = ("AWS_DEFAULT_REGION", "AWS_REGION")  # AWS_REGION: WAL-G's name, unknown to botocore
@@ -145,6 +153,10 @@ class ObjectChanged(SourceError):
     """An object no longer has the ETag it had when the read began (``open_range(etag=...)``)."""
 
 
+class NotSupported(SourceError):
+    """The S3 endpoint does not implement an operation (NotImplemented, 501)."""
+
+
 class S3Store:
     """Objects under ``s3://bucket/prefix``; keys are relative to the prefix."""
 
@@ -227,6 +239,35 @@ class S3Store:
 
     def open(self, key: str) -> BinaryIO:
         return self._get(key, {}, partial=False)
+
+    def object_encryption(self, key: str) -> str | None:
+        """The server-side encryption a HEAD of ``key`` reports (AES256, aws:kms, …), None when none."""
+        full = self.prefix + key
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=full)
+        except self._boto_errors as exc:
+            raise self._error(exc, "HeadObject", full) from exc
+        return head.get("ServerSideEncryption")
+
+    def bucket_setting(self, operation: str) -> dict[str, Any] | None:
+        """A bucket-level read (:data:`BUCKET_SETTINGS`); None when the bucket has no such setting.
+
+        Raises :class:`NotSupported` when the endpoint does not implement it, AccessDenied when the
+        key may not read it.
+        """
+        method = getattr(self._client, _snake(operation))
+        try:
+            response = method(Bucket=self.bucket)
+        except self._boto_errors as exc:
+            code = _error_code(exc)
+            if code == BUCKET_SETTINGS[operation]:
+                return None
+            if code in ("NotImplemented", "501", "MethodNotAllowed"):
+                raise NotSupported(f"S3 endpoint {self.endpoint} does not implement {operation} ({code})",
+                                   checked=f"{operation} on bucket {self.bucket}") from exc
+            raise self._error(exc, operation, "") from exc
+        response.pop("ResponseMetadata", None)
+        return response
 
     def open_range(self, key: str, start: int, end: int | None = None, etag: str | None = None) -> BinaryIO:
         """Bytes ``start`` up to ``end`` (exclusive, like a slice; ``None`` = to the end).
@@ -471,7 +512,16 @@ def _info(key: str, obj: Mapping[str, Any], size: int) -> ObjectInfo:
 
 # -- error mapping ----------------------------------------------------------------------------
 
-_IAM_ACTION = {"ListObjectsV2": "s3:ListBucket", "HeadObject": "s3:GetObject", "GetObject": "s3:GetObject"}
+_IAM_ACTION = {"ListObjectsV2": "s3:ListBucket", "HeadObject": "s3:GetObject", "GetObject": "s3:GetObject",
+               "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+               "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+               "GetBucketPolicyStatus": "s3:GetBucketPolicyStatus"}
+_BUCKET_ACTIONS = ("s3:ListBucket", "s3:GetEncryptionConfiguration", "s3:GetBucketPublicAccessBlock",
+                   "s3:GetBucketPolicyStatus")
+
+
+def _snake(operation: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
 
 
 def _map_error(exc: BaseException, store: S3Store, operation: str, key: str) -> SourceError:
@@ -574,19 +624,21 @@ def _map_error(exc: BaseException, store: S3Store, operation: str, key: str) -> 
 def _access_denied(store: S3Store, operation: str, key: str, identity: str, *, bare: bool) -> AccessDenied:
     action = _IAM_ACTION.get(operation, f"s3:{operation}")
     resource = (
-        f"arn:aws:s3:::{store.bucket}" if action == "s3:ListBucket" else f"arn:aws:s3:::{store.bucket}/{key}"
+        f"arn:aws:s3:::{store.bucket}" if action in _BUCKET_ACTIONS else f"arn:aws:s3:::{store.bucket}/{key}"
     )
     what = f"S3 endpoint {store.endpoint} refused {action} on {resource}"
     if action == "s3:ListBucket":
         what += f" (prefix {key!r})"
     if bare:  # a HEAD answer has no body, so no error code to tell a bad key from a missing grant
         what += " (403 without details: the credentials may also be wrong)"
-    return AccessDenied(
+    err = AccessDenied(
         what,
         checked=f"{operation} on s3://{store.bucket}/{key} with {identity}",
         fix=f"grant {action} on {resource} to these credentials (IAM user/role policy or bucket policy); "
         "a restore drill needs s3:ListBucket on the bucket and s3:GetObject on the backup's objects",
     )
+    err.permission, err.resource = action, resource  # what a check that was refused names when it skips
+    return err
 
 
 def _credential_places() -> str:
