@@ -18,6 +18,7 @@ RESTORE_FIXTURES = frozenset({"restored_postgres", "restored_db", "restored_db_w
 MARKER = "restore_target"
 _SETTINGS = pytest.StashKey["object"]()
 _MANAGER = pytest.StashKey[RestoreManager]()
+_SIGTERM = pytest.StashKey["object"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,10 +49,19 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_SETTINGS] = settings
     config.stash[_MANAGER] = RestoreManager()
+    from .signals import interrupt_on_sigterm
+
+    config.stash[_SIGTERM] = interrupt_on_sigterm()  # SIGTERM tears restores down as Ctrl-C does
     config.pluginmanager.import_plugin("pytest_pgrestore.plugin_checks")  # --restore-checks (issue 10)
     from .plugin_report import register  # evidence, budgets, reports and alerts (issue 8)
 
     register(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    uninstall = config.stash.get(_SIGTERM, None)
+    if uninstall is not None:
+        uninstall()  # the previous SIGTERM handler is back
 
 
 def _ini(config: pytest.Config, key: str) -> str | None:

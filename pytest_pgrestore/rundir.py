@@ -1,8 +1,9 @@
 """The run directory: everything the restored server reads lives under one private directory.
 
 ``<workdir>/<run-id>`` (default ``$TMPDIR/pgrestore-<uid>/r-…``), mode 0700, owned by the
-server user — never under pytest's basetemp or a root-only venv.  A ``harness.pid`` file lets a
-later run sweep away the leftovers of one that was killed.
+server user — never under pytest's basetemp or a root-only venv.  A ``run.json`` record (run id,
+boot id, harness pid and start time, expiry) lets a later run sweep away the leftovers of one that
+was killed (:mod:`.sweep`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .sweep import sweep, write_record
 
 __all__ = ["RunDir", "free_port", "sweep_stale", "list_run_dirs"]
 
@@ -42,6 +45,7 @@ class RunDir:
             if pgdata is not None:
                 _claim_empty_dir(pgdata, owner)
             (path / "harness.pid").write_text(str(os.getpid()))
+            write_record(path)  # {run id, boot id, pid, pid start, expiry}: what a later sweep trusts
             if label:
                 (path / "label").write_text(label + "\n")
             for sub in ("pgdata", "spool", "evidence"):
@@ -143,28 +147,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _alive(pid: int) -> bool:
-    return os.path.isdir(f"/proc/{pid}")
-
-
 def sweep_stale(workdir: Path) -> list[Path]:
-    """Remove run dirs whose harness died without cleaning up (and that were not kept)."""
-    removed = []
-    for d in list_run_dirs(workdir):
-        try:
-            pid = int((d / "harness.pid").read_text())
-        except (OSError, ValueError):
-            continue
-        if _alive(pid) or (d / "keep").exists():
-            continue
-        child = d / "postmaster.child"
-        if child.exists():
-            try:
-                pg = int(child.read_text())
-                if _alive(pg):
-                    continue  # its supervisor is still shutting it down
-            except (OSError, ValueError):
-                pass
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(d)
-    return removed
+    """Remove the run dirs whose owner is gone (see :mod:`.sweep`); the others are listed in the log."""
+    return [d for d, _why in sweep(workdir, list_run_dirs(workdir)).removed]
