@@ -46,7 +46,6 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
         except OSError:
             return None
         if declares:
-            parent.config.stash.setdefault(_FILES, set()).add(file_path)
             return ChecksFile.from_parent(parent, path=file_path)
     return None
 
@@ -112,6 +111,8 @@ class ChecksFile(_ReportsOwnErrors, pytest.File):
     """A ``pyproject.toml`` holding ``[tool.pgrestore]``."""
 
     def collect(self):
+        # only now is it part of the run: a pyproject.toml beside the one collected is offered too
+        self.config.stash.setdefault(_FILES, set()).add(self.path)
         table = load_pyproject(self.path)
         if table is None:
             return []
@@ -231,7 +232,7 @@ class HygieneItem(CheckItem):
         from . import hygiene as h
 
         settings = settings_for(self)
-        store, catalog = _listing(self.config, settings)
+        store, catalog = _listing(self.config, settings, self.nodeid)
         p = self.check.params
         checks = {
             "bucket_encryption": lambda: h.bucket_encryption(store, p["level"]),
@@ -252,8 +253,9 @@ class HygieneItem(CheckItem):
         self._passed(verdict.detail)
 
 
-def _listing(config: pytest.Config, settings):
-    """(store, catalog) of the settings' source, listed once per run."""
+def _listing(config: pytest.Config, settings, nodeid: str):
+    """(store, catalog) of the settings' source, listed once per run; a failure is shown in full
+    by the first item and named by the others."""
     from .restorer import Restorer
 
     cache = config.stash.setdefault(_LISTINGS, {})
@@ -263,13 +265,16 @@ def _listing(config: pytest.Config, settings):
             restorer = Restorer(settings)
             cache[key] = (restorer.store(), restorer.catalog())
         except PgRestoreError as exc:
-            cache[key] = exc
-    if isinstance(cache[key], PgRestoreError):
-        raise cache[key]
-    return cache[key]
+            cache[key] = (exc, nodeid)
+    first, second = cache[key]
+    if isinstance(first, PgRestoreError):
+        if second == nodeid:
+            raise first
+        raise PgRestoreError(f"{first.what} (in full at {second})")
+    return first, second
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    for entry in session.config.stash.get(_LISTINGS, {}).values():
-        if isinstance(entry, tuple):
-            entry[0].close()
+    for store, _catalog in session.config.stash.get(_LISTINGS, {}).values():
+        if not isinstance(store, PgRestoreError):
+            store.close()
