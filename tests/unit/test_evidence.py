@@ -214,3 +214,24 @@ def test_junit_properties_carry_rto_rpo_and_each_phase():
     props = dict(report.junit_properties(doc_for(reached())["restores"][0]))
     assert props["restore_rto_seconds"] == "3.7" and props["restore_passed"] == "true"
     assert props["restore_phase_start_to_consistent_seconds"] == "0.5"
+
+
+# -- the published documents ---------------------------------------------------------------------
+def test_the_published_schema_is_a_valid_json_schema():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    assert SCHEMA["$id"] == evidence.SCHEMA_ID
+
+
+MINE = ("report", "max_rto", "max_rpo", "heartbeat_query", "metrics", "alert_webhook", "alert_pagerduty",
+        "runbook_url")
+
+
+@pytest.mark.parametrize("name", MINE)
+def test_the_configuration_reference_lists_the_option_with_its_names(name):
+    from pytest_pgrestore.config import OPTIONS
+
+    spec = next(s for s in OPTIONS if s.name == name)
+    text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    row = next((line for line in text.splitlines() if line.startswith(f"| `{spec.cli_flag}` |")), None)
+    assert row is not None, spec.cli_flag
+    assert f"`{spec.ini_key}`" in row and f"`{spec.env_var}`" in row
