@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import BinaryIO
 
 from ..catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
 from ..errors import CorruptBackup, FormatError
-from ..storage import ObjectStore
+from ..storage import ObjectInfo, ObjectStore
 from ..target import parse_lsn
 from ..wal import HISTORY_RE, infer_segment_size, parse_history, parse_segment_name
 from . import Materialized
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PgBackRestFormat", "UnsupportedRepository", "StanzaError"]
 
+_DETECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store → archive/ listing, used once
 _BACKUP_FILE_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup\Z")
 _WORKERS = 8
 
@@ -76,11 +78,15 @@ class PgBackRestFormat:
     def detect(cls, store: ObjectStore) -> bool:
         if store.stat("backup.info") is not None or store.stat("archive.info") is not None:
             return True  # pointed at backup/<stanza> or archive/<stanza>
-        return bool(_stanzas(store))
+        listing = list(store.list("archive/"))
+        if not _stanzas(listing):
+            return False
+        _DETECTED[store] = listing  # the catalog that follows detection reuses it: one listing, not two
+        return True
 
     # -- catalog -----------------------------------------------------------------------------
     def catalog(self) -> Catalog:
-        self._resolve_stanza()
+        listing = self._resolve_stanza(listing=True)
         s = self.stanza
         backup_ini = self._read_info(f"backup/{s}/backup.info")
         archive_ini = self._read_info(f"archive/{s}/archive.info")
@@ -91,7 +97,7 @@ class PgBackRestFormat:
         blocked = [e.label for e in entries if e.block_incremental]
         if blocked:
             raise UnsupportedRepository.block_incremental(blocked)
-        wal = self._wal_listing()
+        wal = self._wal_listing(listing)
         backups = [self._backup(e, history) for e in entries]
         self._segment_size(wal, backups)
         self._read_histories(wal)
@@ -102,37 +108,49 @@ class PgBackRestFormat:
         url, sep, rest = self.store.description.partition(" (")
         return f"{url}?stanza={self.stanza}{sep}{rest}"
 
-    def _resolve_stanza(self) -> None:
-        if self._resolved:
-            return
+    def _resolve_stanza(self, *, listing: bool = False) -> list[ObjectInfo] | None:
+        """Pick the stanza; with ``listing``, also return the listing of ``archive/<stanza>/``."""
+        cached = _DETECTED.pop(self.store, None)
+        if self._resolved and not listing:
+            return None
         for info_name, folder in (("backup.info", "backup"), ("archive.info", "archive")):
             if self.store.stat(info_name) is not None:  # the source is <repo>/<folder>/<stanza>
                 self.store, stanza = reroot(self.store, 2)
                 if self.stanza not in (None, stanza):
                     raise StanzaError(f"?stanza={self.stanza} does not match the source folder "
-                                      f"{folder}/{stanza}",
-                                      checked=f"{info_name} at the root of the source",
+                                      f"{folder}/{stanza}", checked=f"{info_name} at the root of the source",
                                       fix="drop ?stanza= or point at the repository root")
                 self.stanza = stanza
                 break
-        found = _stanzas(self.store)
         if self.stanza is None:
+            everything = cached if cached is not None else list(self.store.list("archive/"))
+            found = _stanzas(everything)
             if len(found) != 1:
-                raise StanzaError(
-                    f"the pgBackRest repository at {self.store.description} holds "
-                    + (f"{len(found)} stanzas: {', '.join(found)}" if found else "no stanza"),
-                    checked="archive/<stanza>/archive.info under the source",
-                    fix=(f"pick one with ?stanza=NAME, e.g. {self.store.description.split(' ')[0]}"
-                         f"?stanza={found[0]}") if found else
-                    "point --restore-source at the repository root (repo1-path), the folder holding archive/ "
-                    "and backup/")
+                raise self._stanza_error(found)
             self.stanza = found[0]
-        elif self.stanza not in found and self.store.stat(f"backup/{self.stanza}/backup.info") is None:
-            raise StanzaError(f"stanza {self.stanza!r} is not in the pgBackRest repository at "
-                              f"{self.store.description}",
-                              checked=f"archive/<stanza>/archive.info: found {', '.join(found) or 'none'}",
-                              fix="fix ?stanza= (pgbackrest info lists the stanzas)")
+            mine = [i for i in everything if i.key.startswith(f"archive/{self.stanza}/")]
+        elif not listing:
+            mine = None  # find_wal on a named stanza: nothing to list
+        else:
+            mine = [i for i in cached if i.key.startswith(f"archive/{self.stanza}/")] if cached is not None \
+                else list(self.store.list(f"archive/{self.stanza}/"))
+            if not mine and self.store.stat(f"backup/{self.stanza}/backup.info") is None:
+                raise self._stanza_error(_stanzas(list(self.store.list("archive/"))))
         self._resolved = True
+        return mine
+
+    def _stanza_error(self, found: list[str]) -> StanzaError:
+        where = self.store.description
+        if self.stanza is not None:
+            return StanzaError(f"stanza {self.stanza!r} is not in the pgBackRest repository at {where}",
+                               checked=f"archive/<stanza>/archive.info: found {', '.join(found) or 'none'}",
+                               fix="fix ?stanza= (pgbackrest info lists the stanzas)")
+        return StanzaError(
+            f"the pgBackRest repository at {where} holds "
+            + (f"{len(found)} stanzas: {', '.join(found)}" if found else "no stanza"),
+            checked="archive/<stanza>/archive.info under the source",
+            fix=f"pick one with ?stanza=NAME, e.g. {where.split(' ')[0]}?stanza={found[0]}" if found else
+            "point --restore-source at the repository root (repo1-path), the folder holding archive/ and backup/")
 
     def _read_info(self, key: str) -> IniFile:
         """An info file, or its ``.copy`` when the file is missing or fails its checksum."""
@@ -169,12 +187,12 @@ class PgBackRestFormat:
                      "manifest": f"backup/{self.stanza}/{e.label}/backup.manifest"})
 
     # -- WAL ---------------------------------------------------------------------------------
-    def _wal_listing(self) -> WalArchive:
+    def _wal_listing(self, listing: list[ObjectInfo]) -> WalArchive:
         wal = WalArchive()
         self._raw_segments = {}
         order = {aid: i for i, aid in enumerate(self._archive_ids)}
         base = f"archive/{self.stanza}/"
-        for info in self.store.list(base):
+        for info in listing:
             parts = info.key[len(base):].split("/")
             if len(parts) < 2 or parts[0] not in order:
                 continue
@@ -357,9 +375,9 @@ class PgBackRestFormat:
         return counted.count, written
 
 
-def _stanzas(store: ObjectStore) -> list[str]:
+def _stanzas(listing: list[ObjectInfo]) -> list[str]:
     found = set()
-    for info in store.list("archive/"):
+    for info in listing:
         parts = info.key.split("/")
         if len(parts) == 3 and parts[2] in ("archive.info", "archive.info.copy"):
             found.add(parts[1])
