@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -41,6 +42,7 @@ __all__ = ["BarmanFormat", "ServerError", "UnsupportedBarmanBackup", "parse_back
 
 _INFO_RE = re.compile(r"^(?:([^/]+)/)?base/([^/]+)/backup\.info\Z")
 _TAR_RE = re.compile(r"^(data|\d+)(_\d{4})?\.tar(\.gz|\.bz2|\.lz4|\.zst|\.xz|\.snappy)?\Z")
+_DETECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store → listing, used once
 _WAL_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".snappy")
 
 
@@ -81,7 +83,11 @@ class BarmanFormat:
 
     @classmethod
     def detect(cls, store: ObjectStore) -> bool:
-        return any(_INFO_RE.match(info.key) for info in store.list(""))
+        listing = list(store.list(""))
+        if not any(_INFO_RE.match(info.key) for info in listing):
+            return False
+        _DETECTED[store] = listing  # the catalog that follows detection reuses it: one listing, not two
+        return True
 
     # -- catalog -----------------------------------------------------------------------------
     def catalog(self) -> Catalog:
@@ -117,7 +123,9 @@ class BarmanFormat:
         return f"{url}?server={self.server}{sep}{rest}"
 
     def _resolve_server(self) -> list[ObjectInfo]:
-        listing = list(self.store.list(""))
+        listing = _DETECTED.pop(self.store, None)
+        if listing is None:
+            listing = list(self.store.list(""))
         servers = sorted({m.group(1) for i in listing if (m := _INFO_RE.match(i.key)) and m.group(1)})
         here = any((m := _INFO_RE.match(i.key)) and m.group(1) is None for i in listing)
         if here:  # the source is a server folder itself
@@ -219,7 +227,9 @@ class BarmanFormat:
 
     # -- WAL ---------------------------------------------------------------------------------
     def find_wal(self, name: str) -> str | None:
-        if self.base is None:
+        if self.base is None and self.server and next(iter(self.store.list(f"{self.server}/wals/")), None):
+            self.base = f"{self.server}/"  # a named server: no need to list the whole destination
+        elif self.base is None:
             self._resolve_server()
         folder = f"{self.base}wals/" + ("" if HISTORY_RE.match(name) else f"{name[:16]}/")
         for info in self.store.list(folder + name):
