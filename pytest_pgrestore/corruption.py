@@ -55,8 +55,11 @@ class Report:
         return not self.findings
 
     def summary(self) -> str:
-        lines = [f"{self.check}: " + ("no corruption found" if self.ok else f"{len(self.findings)} problem(s)")]
-        lines += [f"  {f}" for f in self.findings[:_MAX_SHOWN]]
+        if self.ok:
+            lines = [f"{self.check}: no corruption found"]
+        else:  # the first line is what JUnit and the short summary show
+            lines = [f"{self.check}: {len(self.findings)} problem(s), first: {self.findings[0]}"]
+        lines += [f"  {f}" for f in self.findings[1:_MAX_SHOWN]]
         if len(self.findings) > _MAX_SHOWN:
             lines.append(f"  … and {len(self.findings) - _MAX_SHOWN} more")
         lines += [f"  checked {c}" for c in self.checked] + [f"  note: {n}" for n in self.notes]
@@ -128,6 +131,7 @@ select c.oid, format('%I.%I', n.nspname, c.relname), format('%I.%I', tn.nspname,
 def amcheck_btree(inst, *, databases: list[str] | None = None, heapallindexed_max: int | None = None) -> Report:
     """``bt_index_check`` on every B-tree index; ``heapallindexed`` on tables up to the size given
     (``None``: all, ``0``: none)."""
+    import psycopg
     from psycopg import sql
 
     report = Report("amcheck bt_index_check")
@@ -142,7 +146,7 @@ def amcheck_btree(inst, *, databases: list[str] | None = None, heapallindexed_ma
                 try:
                     with conn.transaction():
                         conn.execute(call, [oid, heapallindexed])
-                except Exception as exc:  # psycopg.Error: the index (or its table) failed a check
+                except psycopg.Error as exc:  # the index (or its table) failed a check
                     report.findings.append(Finding(db, f"index {index} on {table}", _error(exc)))
         report.checked.append(f"{db}: {len(indexes)} B-tree indexes, {full} with heapallindexed")
     if heapallindexed_max:
@@ -161,6 +165,7 @@ select c.oid, format('%I.%I', n.nspname, c.relname), c.relkind
 
 def amcheck_heap(inst, *, databases: list[str] | None = None) -> Report:
     """``verify_heapam`` (TOAST checked) on every table, materialized view and TOAST table."""
+    import psycopg
     from psycopg import sql
 
     report = Report("amcheck verify_heapam")
@@ -173,7 +178,7 @@ def amcheck_heap(inst, *, databases: list[str] | None = None) -> Report:
                 try:
                     with conn.transaction():
                         rows = conn.execute(call, [oid]).fetchall()
-                except Exception as exc:  # psycopg.Error: the page could not even be read
+                except psycopg.Error as exc:  # the page could not even be read
                     report.findings.append(Finding(db, f"table {table}", _error(exc)))
                     continue
                 for blkno, offnum, attnum, msg in rows[:5]:
@@ -186,6 +191,7 @@ def amcheck_heap(inst, *, databases: list[str] | None = None) -> Report:
 
 def full_read(inst, *, databases: list[str] | None = None) -> Report:
     """Read every row of every table and materialized view, TOAST included, as pg_dump would."""
+    import psycopg
     from psycopg import sql
 
     report = Report("full read")
@@ -199,8 +205,8 @@ def full_read(inst, *, databases: list[str] | None = None) -> Report:
                     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
                         for block in copy:
                             nbytes += len(block)
-                    rows += cur.rowcount if cur.rowcount > 0 else 0
-                except Exception as exc:  # psycopg.Error: a page or TOAST value could not be read
+                            rows += bytes(block).count(b"\n")  # text format: a line a row, newlines escaped
+                except psycopg.Error as exc:  # a page or TOAST value could not be read
                     report.findings.append(Finding(db, f"table {table}", _error(exc)))
         report.checked.append(f"{db}: {len(tables)} tables, {rows} rows, {nbytes / 1e6:.1f} MB read")
     return report
@@ -242,6 +248,8 @@ def _relative(path: str, pgdata: str) -> str:
 
 def _relations(inst, paths: list[str], pgdata: str) -> dict[str, tuple[str, str]]:
     """File paths pg_checksums names → (database, relation), asked of the restarted server."""
+    import psycopg
+
     wanted: dict[tuple[int, int, int], str] = {}
     for path in paths:
         rel = _relative(path, pgdata)
@@ -260,7 +268,7 @@ def _relations(inst, paths: list[str], pgdata: str) -> dict[str, tuple[str, str]
                 row = conn.execute("select c.relkind, format('%%I.%%I', n.nspname, c.relname) from pg_class c "
                                    "join pg_namespace n on n.oid = c.relnamespace "
                                    "where c.oid = pg_filenode_relation(%s, %s)", [tablespace, filenode]).fetchone()
-        except Exception as exc:  # psycopg.Error: the name is decoration on a finding already made
+        except psycopg.Error as exc:  # the name is decoration on a finding already made
             log.debug("cannot name %s: %s", path, exc)
             continue
         if row:

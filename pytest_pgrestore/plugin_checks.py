@@ -81,6 +81,7 @@ def _project_items(session: pytest.Session, config: pytest.Config) -> list[pytes
         if collected:
             return []
         node = Declaration.from_parent(session, name="pgrestore", nodeid="pgrestore", data={},
+                                       path=config.rootpath / "pgrestore",  # shown as "pgrestore" in reports
                                        origin="defaults", defaults=True)
         return list(node.collect())
     except UsageError as exc:
