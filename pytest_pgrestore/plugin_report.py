@@ -56,8 +56,8 @@ class EvidencePlugin:
     def pytest_runtest_makereport(self, item: pytest.Item, call):
         outcome = yield
         rep = outcome.get_result()
-        if isinstance(item, RestoreItem):
-            if rep.when == "call":
+        if isinstance(item, RestoreItem):  # negative_control[...] and plan[...] items prove something else
+            if rep.when == "call" and item.name.startswith("restore["):
                 self._restore_report(item, rep)
         elif RESTORE_FIXTURES & set(getattr(item, "fixturenames", ())):
             setattr(rep, _DRILL_OF, _ref(key_for(settings_for(item))))
