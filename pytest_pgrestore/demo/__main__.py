@@ -4,8 +4,9 @@
 2. a PostgreSQL 15 source with the demo schema: a real ``pg_basebackup``, some activity, an
    incident (a mass DELETE), a little more activity; its WAL archived by an archive_command;
 3. the archive uploaded to ``s3://demo-backups/postgres``;
-4. ``pytest drills/`` against it with the *read-only* S3 key: every drill at ``latest``, and
-   the PITR drill at the instant just before the incident.
+4. ``pytest drills/ --restore-checks`` against it with the *read-only* S3 key: every drill and
+   built-in check (drills/pyproject.toml) at ``latest``, and the PITR drill at the instant just
+   before the incident.  The bucket encrypts by default (AES256), as the runbook asks.
 
 Everything it started is stopped, also on Ctrl-C; the work dir is removed unless ``--keep``
 (the reports stay either way).  Exits with pytest's status.
@@ -87,6 +88,7 @@ def _run(args: argparse.Namespace, drills: Path, workdir: Path) -> int:
             _say(f"SeaweedFS S3 on {s3.endpoint} (started in {s3.startup_seconds:.1f} s), work dir {workdir}")
             incident_at, facts = _make_backups(source)
             s3.create_bucket(BUCKET)
+            _encrypt_by_default(s3, BUCKET)  # before the upload: objects are encrypted as they arrive
             stats = s3.upload_dir(source.repo, BUCKET, PREFIX)
             _say(f"uploaded {stats.count} files ({stats.bytes / 1e6:.1f} MB) to {SOURCE_URL}")
             env = _drill_env(s3.env(readonly=True), workdir, incident_at)
@@ -120,6 +122,15 @@ def _make_backups(source) -> tuple[str, list[str]]:
     return incident_at, facts
 
 
+def _encrypt_by_default(s3, bucket: str) -> None:
+    client = s3.admin_client()
+    try:
+        rule = {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+        client.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [rule]})
+    finally:
+        client.close()
+
+
 def _drill_env(s3_env: dict[str, str], workdir: Path, incident_at: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
     empty = workdir / "aws-config"  # so ~/.aws cannot add a profile, a region or other keys
@@ -141,6 +152,7 @@ def _pytest_argv(drills: Path, reports: dict[str, Path], extra: list[str]) -> li
         str(drills),
         f"--restore-source={SOURCE_URL}",
         "--restore-target=latest",
+        "--restore-checks",  # drills/pyproject.toml: expectations, corruption and store hygiene
         "-v",
         f"--junitxml={reports['report.xml']}",
     ]

@@ -222,3 +222,45 @@ def test_pg_checksums_restarts_the_server_on_the_same_port_and_password(demo, wo
         finally:
             inst.server = server
     assert dsn
+
+
+HAND_WRITTEN = '''
+import pytest
+from pytest_pgrestore.assertions import (ExpectationFailed, assert_row_count, assert_row_exists,
+                                         assert_tables_exist, missing_tables, row_count, row_exists)
+
+
+def test_plain_asserts_on_returned_values(restored_db):
+    assert missing_tables(restored_db, ["users", "jobs"]) == []
+    assert row_count(restored_db, "users") == 50
+    assert row_exists(restored_db, "users", email="alice@example.com")
+    assert row_exists(restored_db, "models", pk=1)
+
+
+def test_rewritten_assert_shows_the_difference(restored_db):
+    assert missing_tables(restored_db, ["users", "invoices"]) == []
+
+
+def test_helper_message_shows_expected_and_found(restored_db):
+    assert_row_count(restored_db, "jobs", at_least=500)
+
+
+def test_a_failed_check_leaves_the_connection_usable(restored_db):
+    with pytest.raises(ExpectationFailed):
+        assert_tables_exist(restored_db, "no such table")
+    with pytest.raises(ExpectationFailed):
+        assert_row_exists(restored_db, "jobs", where="id = 7 and status = 'done'")
+    assert restored_db.execute("select 1").fetchone() == (1,)
+'''
+
+
+def test_helpers_for_hand_written_drills(pytester, run_checks, demo):
+    pytester.makepyfile(test_drill=HAND_WRITTEN)
+    got = run_checks(demo.url)
+    assert got["test_plain_asserts_on_returned_values"] == ("passed", ""), run_checks.output
+    assert got["test_a_failed_check_leaves_the_connection_usable"] == ("passed", "")
+    outcome, message = got["test_rewritten_assert_shows_the_difference"]
+    assert outcome == "failure" and "AssertionError: assert ['invoices'] == []" in message
+    outcome, message = got["test_helper_message_shows_expected_and_found"]
+    assert outcome == "failure"
+    assert "ExpectationFailed: table public.jobs: expected at least 500 rows, found 200" in message
