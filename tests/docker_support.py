@@ -39,7 +39,8 @@ __all__ = ["Dockerd", "build_pg_image", "pg_install", "IMAGE_LABEL"]
 IMAGE_LABEL = "org.pytest-pgrestore.test-image"
 PG_UID = PG_GID = 999  # the official images' postgres user
 _TOOLS = ("sh", "dash", "bash", "mv", "sleep", "cat", "rm", "ls", "mkdir", "touch", "chown", "chmod", "id",
-          "env", "date", "head", "tail", "cp", "ln", "readlink", "kill", "ps", "true", "false", "test")
+          "env", "date", "head", "tail", "cp", "ln", "readlink", "kill", "ps", "true", "false", "test",
+          "rmdir", "wc", "grep", "stat", "tr", "find")
 _ENTRYPOINT = """#!/bin/sh
 # Test image of pytest-pgrestore (built from local binaries, not the official image).
 # pytest-pgrestore never uses this entrypoint: it runs postgres itself, as the postgres user.

@@ -106,17 +106,20 @@ class PgContainer:
 
     def _beat_loop(self) -> None:
         period = HEARTBEAT_TICK if self.copy else 1.0
-        while not self._stop.wait(period):
+        busy_until = 0.0
+        while not self._stop.wait(0.02 if time.monotonic() < busy_until else period):
             try:
-                if self.copy:
-                    self._beats += 1
-                    names = self.exec(["sh", "-c", _BEAT_AND_LIST, "sh", str(self._beats), str(self.run_dir)])
-                    if self._mirror is not None and names.returncode == 0:
-                        self._mirror.forward(names.stdout.split())
-                    if self._mirror is not None:
-                        self._mirror.push_answers()
-                else:
+                if not self.copy:
                     self.beat()
+                    continue
+                self._beats += 1
+                names = self.exec(["sh", "-c", _BEAT_AND_LIST, "sh", str(self._beats), str(self.run_dir)])
+                if self._mirror is None:
+                    continue
+                if names.returncode == 0 and names.stdout.split():
+                    self._mirror.forward(names.stdout.split())
+                if self._mirror.push_answers() or self._mirror.in_flight:
+                    busy_until = time.monotonic() + 1.0  # replay asks in bursts: answer at once
             except Exception as exc:  # the container is going away; the watcher will notice
                 if not self._stop.is_set():
                     log.debug("heartbeat for %s failed: %s", self.name, exc)
@@ -205,7 +208,7 @@ class PgContainer:
         """Copy files into ``dest`` so that each appears whole (put_archive writes in place)."""
         staging = dest / f".incoming-{os.getpid()}-{threading.get_ident()}"
         self.put(paths, dirs=[staging], rename={p: staging / p.name for p in paths})
-        out = self.exec(["sh", "-c", 'cd "$1" && for f in *; do mv -f "$f" ..; done && cd .. && rmdir "$1"',
+        out = self.exec(["sh", "-c", 'cd "$1" && for f in *; do mv -f "$f" ..; done && cd .. && rm -rf "$1"',
                          "sh", str(staging)])
         if out.returncode != 0:
             raise OSError(f"moving files into {dest} in container {self.name} failed: {out.stderr.strip()}")
@@ -299,15 +302,23 @@ class SpoolMirror:
         self.pushed_markers: set[str] = set()
         self.lock = threading.Lock()
 
-    def forward(self, names: list[str]) -> None:
+    def forward(self, names: list[str], *, wait: float = 2.0) -> None:
+        """Ask the spool, and push its answers as soon as they exist (up to ``wait`` seconds)."""
         with self.lock:
             for name in names:
                 if name in self.in_flight or not _safe_name(name):
                     continue
+                if f"{name}.absent" in self.pushed_markers or f"{name}.error" in self.pushed_markers:
+                    continue  # a request that crossed our answer: the container holds the marker
                 self.in_flight.add(name)
                 (self.dir / "req" / name).touch()
+        deadline = time.monotonic() + wait
+        while self.in_flight and time.monotonic() < deadline:
+            if not self.push_answers():
+                time.sleep(0.01)
 
-    def push_answers(self) -> None:
+    def push_answers(self) -> bool:
+        """Push what the spool answered; True when something was pushed."""
         with self.lock:
             ready = []
             for entry in os.scandir(self.dir):
@@ -316,8 +327,13 @@ class SpoolMirror:
                     continue
                 ready.append(name)
             if not ready:
-                return
-            self.container.put_atomic([self.dir / n for n in ready], self.dir)
+                return False
+            markers = [self.dir / n for n in ready if n.endswith((".absent", ".error"))]
+            files = [self.dir / n for n in ready if not n.endswith((".absent", ".error"))]
+            if markers:  # the wrapper only tests that a marker exists: no need to appear whole
+                self.container.put(markers)
+            if files:
+                self.container.put_atomic(files, self.dir)
             for name in ready:
                 base = name.rsplit(".", 1)[0] if name.endswith((".absent", ".error")) else name
                 self.in_flight.discard(base)
@@ -325,6 +341,7 @@ class SpoolMirror:
                     self.pushed_markers.add(name)  # the spool keeps markers: it answers from them
                 else:
                     (self.dir / name).unlink(missing_ok=True)  # a later request refetches it
+            return True
 
 
 def _safe_name(name: str) -> bool:

@@ -250,7 +250,9 @@ class DockerRuntime:
 
     @property
     def owner(self) -> tuple[int, int] | None:
-        return self.image.owner if self.image else None
+        """Who owns the run dir on this side: the image's postgres user when we can chown (root);
+        else nobody changes owners here and the copy into the container sets them."""
+        return self.image.owner if self.image and os.geteuid() == 0 else None
 
     def describe(self) -> str:
         mode = self.mode or self.settings.docker_mode
@@ -307,8 +309,9 @@ class DockerRuntime:
         from docker.types import Mount
 
         run, image = self.run, self.image
-        run.owner = image.owner
-        run.chown_tree()
+        if os.geteuid() == 0:
+            run.owner = image.owner
+            run.chown_tree()
         socket_dir = run.socket_dir()
         if copy:
             mounts = [Mount(target=str(run.path), source=None, type="volume")]
@@ -355,6 +358,15 @@ class DockerRuntime:
     def _network_kwargs(self) -> dict:
         if self.settings.docker_network == "host":
             return {"network_mode": "host"}
+        import docker.errors
+
+        try:
+            self.client.networks.get("bridge")
+        except docker.errors.NotFound:
+            raise PgRestoreError("the Docker daemon has no bridge network to publish the port on",
+                                 checked=f"docker network inspect bridge at {self.where}",
+                                 fix="use --restore-docker-network=host (the daemon runs with --bridge=none)"
+                                 ) from None
         host_ip = "127.0.0.1" if self.where.startswith(("unix:", "npipe:", "the default")) else None
         return {"ports": {f"{self.port}/tcp": (host_ip, self.port) if host_ip else self.port}}
 
@@ -443,6 +455,7 @@ class DockerRuntime:
         self._container.shutdown()
         self._container.remove()
         self._container = None
+        self.client.close()
 
     def instance(self, **kwargs) -> RestoredInstance:
         if self.server is not None and self.server.socket_dir is None:
