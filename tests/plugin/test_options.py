@@ -155,7 +155,7 @@ def test_help_lists_every_option_with_its_env_var_and_ini_key(pytester):
     text = " ".join(result.stdout.str().split())  # argparse wraps help text anywhere
     assert "restore drills (pytest-pgrestore):" in text
     for spec in OPTIONS:
-        switch = spec.default in ("true", "false")  # --restore-plan-only [PLAN_ONLY]
+        switch = spec.default in ("true", "false") or spec.const is not None  # --restore-plan-only [PLAN_ONLY]
         assert (f"{spec.cli_flag}=[{spec.name.upper()}]" if switch else f"{spec.cli_flag}={spec.name.upper()}") in text
         assert f"env {spec.env_var}" in text
         assert f"{spec.ini_key} (string)" in text

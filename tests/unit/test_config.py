@@ -339,6 +339,7 @@ def test_every_option_reads_every_layer() -> None:
             "alert_webhook": "https://hooks.example.com/T0/abc",
             "alert_pagerduty": "on",
             "runbook_url": "https://wiki.example.com/runbooks/restore",
+            "checks": "hygiene",
         }[spec.name]
         for layer, origin in (
             ("overrides", f"keyword {spec.name}="),
