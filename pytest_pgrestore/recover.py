@@ -177,11 +177,14 @@ def probe(socket_dir: Path, port: int, user: str) -> Probe | None:
                                  fix="set --restore-user (env PGRESTORE_USER) to a role that exists "
                                      "in the backup") from exc
         return None
-    with conn:
-        row = conn.execute(
-            "select pg_is_in_recovery(), "
-            "case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() end, "
-            "pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()").fetchone()
+    try:
+        with conn:
+            row = conn.execute(
+                "select pg_is_in_recovery(), "
+                "case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() end, "
+                "pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()").fetchone()
+    except psycopg.OperationalError:
+        return None  # the server went down between connect and query (e.g. FATAL at the end of recovery)
     in_recovery, pause, lsn, ts = row
     return Probe(promoted=not in_recovery, paused=pause == "paused",
                  replay_lsn=parse_lsn(lsn) if lsn else None, last_replay_time=ts)

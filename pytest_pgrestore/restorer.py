@@ -103,6 +103,9 @@ class Restorer:
                     raise
                 attempt = RestoreAttempt(self, catalog, nxt, result, clock, **placement)
         try:
+            from .storecheck import record_store_untouched
+
+            record_store_untouched(self.format(), inst)  # evidence: the copy wrote nothing to the store
             yield inst
         finally:
             attempt.finish(failed=False, keep_running=keep_running)
