@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from . import assertions as a
-from .errors import CheckSkipped, PgRestoreError, UsageError
+from .errors import CheckSkipped, PgRestoreError
 from .expectations import Check, load_pyproject, parse_declaration
 from .manager import key_for
 from .plugin import _MANAGER, _SETTINGS, settings_for
@@ -57,35 +57,35 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     return None
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """Next to the session's own children: the ini file's table when pytest would not collect it
+    (``pytest drills/``), and the defaults, which stand back when anything was declared."""
+    report = yield
+    config = collector.config
+    if isinstance(collector, pytest.Session) and report.passed and _families(config):
+        ini = config.inipath
+        if ini is not None and ini.name == "pyproject.toml" and not _under_args(config, ini):
+            report.result.insert(0, ChecksFile.from_parent(collector, path=ini))
+        report.result.append(Declaration.from_parent(
+            collector, name="pgrestore", nodeid="pgrestore", path=config.rootpath / "pgrestore",
+            data={}, origin="defaults", defaults=True, fallback=True))
+    return report
+
+
+def _under_args(config: pytest.Config, path: Path) -> bool:
+    """Will pytest collect ``path`` itself (it is, or lies under, one of the run's paths)?"""
+    for arg in config.args:
+        target = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if target == path or (target.is_dir() and path.is_relative_to(target)):
+            return True
+    return False
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    if not _families(config):
-        return
-    items[:0] = _project_items(session, config)
     last = [i for i in items if isinstance(i, RestoredCheckItem) and i.check.kind == "pg_checksums"]
     if last:  # it stops and restarts the server: after every drill of the run
         items[:] = [i for i in items if i not in last] + last
-
-
-def _project_items(session: pytest.Session, config: pytest.Config) -> list[pytest.Item]:
-    """The ini file's [tool.pgrestore] when pytest did not collect it, else the defaults."""
-    collected = config.stash.get(_FILES, set())
-    inipath = config.inipath
-    try:
-        if inipath is not None and inipath.name == "pyproject.toml" and inipath not in collected:
-            table = load_pyproject(inipath)
-            if table is not None:
-                origin = f"{inipath.relative_to(config.rootpath)} [tool.pgrestore]"
-                node = Declaration.from_parent(session, name=inipath.name, nodeid=inipath.name, data=table,
-                                               origin=origin, defaults=True)
-                return list(node.collect())
-        if collected:
-            return []
-        node = Declaration.from_parent(session, name="pgrestore", nodeid="pgrestore", data={},
-                                       path=config.rootpath / "pgrestore",  # shown as "pgrestore" in reports
-                                       origin="defaults", defaults=True)
-        return list(node.collect())
-    except UsageError as exc:
-        raise pytest.UsageError(str(exc)) from None
 
 
 class _ReportsOwnErrors:
@@ -96,13 +96,16 @@ class _ReportsOwnErrors:
 
 
 class Declaration(_ReportsOwnErrors, pytest.Collector):
-    """One declaration (a module's ``PGRESTORE``, the ini file's table, or the defaults)."""
+    """One declaration: a module's ``PGRESTORE``, or the defaults (``fallback``: only when nothing
+    was declared anywhere; collected last, so it knows)."""
 
-    def __init__(self, *, data, origin: str, defaults: bool, **kwargs) -> None:
+    def __init__(self, *, data, origin: str, defaults: bool, fallback: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.data, self.origin, self.defaults = data, origin, defaults
+        self.data, self.origin, self.defaults, self.fallback = data, origin, defaults, fallback
 
     def collect(self):
+        if self.fallback and self.config.stash.get(_FILES, None):
+            return []
         checks = parse_declaration(self.data, origin=self.origin, families=_families(self.config),
                                    defaults=self.defaults)
         return [_item_class(c).from_parent(self, name=c.name, check=c) for c in checks]
@@ -112,11 +115,10 @@ class ChecksFile(_ReportsOwnErrors, pytest.File):
     """A ``pyproject.toml`` holding ``[tool.pgrestore]``."""
 
     def collect(self):
-        # only now is it part of the run: a pyproject.toml beside the one collected is offered too
-        self.config.stash.setdefault(_FILES, set()).add(self.path)
         table = load_pyproject(self.path)
         if table is None:
             return []
+        self.config.stash.setdefault(_FILES, set()).add(self.path)  # the defaults stand back
         checks = parse_declaration(table, origin=f"{self.nodeid} [tool.pgrestore]", families=_families(self.config),
                                    defaults=True)
         return [_item_class(c).from_parent(self, name=c.name, check=c) for c in checks]

@@ -75,11 +75,14 @@ def test_families_select_what_is_collected(pytester):
 
 def test_without_any_declaration_corruption_and_hygiene_run_at_their_defaults(pytester):
     pytester.makepyfile(test_drill="def test_drill(restored_db):\n    pass\n")
-    ids = collected(pytester, "--restore-checks")
-    assert ids[:2] == ["pgrestore::restore[latest]", "pgrestore::amcheck[btree]"]
-    assert ids[-1] == "pgrestore::pg_checksums"
-    assert "test_drill.py::test_drill" in ids and "pgrestore::wal_continuity" in ids
-    assert not any("table[" in i for i in ids)
+    result = pytester.runpytest("--collect-only", "-q", "--restore-checks")
+    ids = [line for line in result.outlines if "::" in line]
+    assert ids == ["test_drill.py::restore[latest]", "test_drill.py::test_drill", "pgrestore::amcheck[btree]",
+                   "pgrestore::amcheck[heap]", "pgrestore::full_read", "pgrestore::bucket_encryption",
+                   "pgrestore::object_encryption", "pgrestore::public_access_block",
+                   "pgrestore::bucket_policy[not public]", "pgrestore::backups[>=1]", "pgrestore::wal_continuity",
+                   "pgrestore::pg_checksums"]
+    assert "11 tests collected" in result.outlines[-1]  # counted like any item: collected, not injected
 
 
 def test_a_drill_module_declares_its_own_checks_for_its_own_restore(pytester):
@@ -105,6 +108,10 @@ def test_the_ini_files_own_table_is_used_when_the_drills_live_elsewhere(pytester
     ids = collected(pytester, "drills", "--restore-checks=expectations")
     assert ids[:2] == ["pyproject.toml::restore[latest]", "pyproject.toml::table[users]"]
     assert ids[-1] == "drills/test_x.py::test_x"
+    # collected from the root, it is the same file (not twice), and -k selects among its items
+    assert collected(pytester, "--restore-checks=expectations", "-k", "users")[1:] == [
+        "pyproject.toml::table[users]", "pyproject.toml::rows[users==50]",
+        "pyproject.toml::key_row[users email=alice@example.com]"]
 
 
 def test_a_bad_declaration_fails_collection_naming_file_and_key(pytester):
