@@ -156,12 +156,14 @@ class RestoredCheckItem(CheckItem):
 
     fixturenames = ("restored_postgres",)  # so plugin.py puts the restore item before this one
 
-    def setup(self) -> None:
+    def setup(self) -> None:  # as the restored_postgres fixture does
         self.settings = settings_for(self)
+        if getattr(self.settings, "plan_only", False):
+            pytest.skip("--restore-plan-only: restores are planned, not run")
         try:
             self.instance = self.config.stash[_MANAGER].ensure(self.settings)
             return
-        except (PgRestoreError, OSError) as exc:  # the manager remembers it; the restore item shows it whole
+        except Exception as exc:  # the manager remembers every failure; the restore item shows it whole
             failure = exc
         outcome = getattr(getattr(failure, "result", None), "outcome", None)
         pytest.fail(f"{key_for(self.settings).label} failed{f' ({outcome})' if outcome else ''}: "
