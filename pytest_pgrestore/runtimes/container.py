@@ -45,19 +45,31 @@ while [ ! -e "$run/go" ]; do
   alive || { echo "pytest-pgrestore supervisor: harness heartbeat stopped before start" >&2; exit 0; }
   sleep 0.25
 done
-set --  # postgres's arguments, one per line, written by the harness with the go-ahead
-while IFS= read -r arg; do set -- "$@" "$arg"; done < "$run/postgres.args"
-env -i PATH="$PATH" LANG=C LC_ALL=C TZ=UTC "$@" &
-pg=$!
-trap 'kill -INT "$pg" 2>/dev/null' INT TERM
-while kill -0 "$pg" 2>/dev/null; do
-  if ! alive; then
-    echo "pytest-pgrestore supervisor: harness heartbeat stopped; stopping postgres" >&2
-    kill -INT "$pg" 2>/dev/null
-  fi
-  sleep 0.25 & wait $!
+while :; do
+  set --  # postgres's arguments, one per line, written by the harness with the go-ahead
+  while IFS= read -r arg; do set -- "$@" "$arg"; done < "$run/postgres.args"
+  env -i PATH="$PATH" LANG=C LC_ALL=C TZ=UTC "$@" &
+  pg=$!
+  trap 'kill -INT "$pg" 2>/dev/null' INT TERM
+  while kill -0 "$pg" 2>/dev/null; do
+    if ! alive; then
+      echo "pytest-pgrestore supervisor: harness heartbeat stopped; stopping postgres" >&2
+      kill -INT "$pg" 2>/dev/null
+    fi
+    sleep 0.25 & wait $!
+  done
+  wait "$pg"; rc=$?
+  trap - INT TERM
+  # <run>/offline: the harness stopped postgres to run a tool on the stopped cluster; start it again
+  # once the file is gone
+  [ -e "$run/offline" ] || exit "$rc"
+  : > "$run/offline.down"
+  while [ -e "$run/offline" ]; do
+    alive || { echo "pytest-pgrestore supervisor: harness heartbeat stopped while offline" >&2; exit 0; }
+    sleep 0.25
+  done
+  rm -f "$run/offline.down"
 done
-wait "$pg"
 """
 
 

@@ -23,9 +23,11 @@ import os
 import re
 import secrets
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import BinariesNotFound, PgRestoreError
 from ..instance import RestoredInstance
@@ -163,6 +165,15 @@ def _image_owner(client, img) -> tuple[int, int]:
                            fix="use an image built like the official postgres images, or pass --restore-image")
 
 
+class ContainerPath(PurePosixPath):
+    """A path inside the container; ``exists()`` is answered there."""
+
+    tools: ImageTools | None = None
+
+    def exists(self) -> bool:
+        return self.tools is not None and self.tools.has(str(self))
+
+
 class ImageTools:
     """PostgreSQL binaries inside the container: the PgBinaries protocol, run with docker exec."""
 
@@ -202,8 +213,11 @@ class ImageTools:
             self._describe()
         return self._bindir
 
-    def tool(self, name: str) -> Path:
-        return self.bindir / name
+    def tool(self, name: str) -> ContainerPath:
+        """The utility's path inside the container (``exists()`` asks the container)."""
+        path = ContainerPath(self.bindir / name)
+        path.tools = self
+        return path
 
     def has(self, name: str) -> bool:
         return self.runtime.container().exec(["sh", "-c", 'command -v "$1"', "sh", name]).returncode == 0
@@ -320,6 +334,13 @@ class DockerRuntime:
         if not socket_dir.is_relative_to(run.path):
             mounts.append(Mount(target=str(socket_dir), source=None if copy else str(socket_dir),
                                 type="volume" if copy else "bind"))
+        if not run.pgdata.is_relative_to(run.path):  # a manual restore into a directory of the user's
+            if copy:
+                raise PgRestoreError(f"restoring into {run.pgdata} needs the Docker daemon to see it",
+                                     checked="the transfer is a copy into the container, whose result "
+                                             "would stay there", fix="use --restore-docker-mode=bind with a local "
+                                             "daemon, or leave out --pgdata")
+            mounts.append(Mount(target=str(run.pgdata), source=str(run.pgdata), type="bind"))
         labels = run_labels(run.path.name, run.path, lifetime=float(self.settings.timeout) + 3600)
         labels.update(self._ryuk_labels())
         net = self._network_kwargs()
@@ -419,7 +440,8 @@ class DockerRuntime:
         socket_dir = str(run.socket_dir())
         self.server = DockerServer(pgc, run_dir=run.path, host=host, port=self.port,
                                    socket_dir=None if pgc.copy else socket_dir, log_file=run.log_file,
-                                   container_socket_dir=socket_dir, evidence=self.evidence)
+                                   container_socket_dir=socket_dir, evidence=self.evidence,
+                                   binaries=self.tools, admin_user=self.settings.user, pgdata=run.pgdata)
         return self.server
 
     def _write_argv(self, pgc: PgContainer, argv: list[str]) -> None:
@@ -485,6 +507,9 @@ class DockerServer:
     log_file: Path
     container_socket_dir: str
     evidence: dict = field(default_factory=dict)
+    binaries: ImageTools | None = None
+    admin_user: str = "postgres"
+    pgdata: Path | None = None
 
     @property
     def name(self) -> str:
@@ -547,6 +572,39 @@ class DockerServer:
 
     def keep(self) -> None:
         self.container.keep()
+
+
+    @contextmanager
+    def offline(self, *, timeout: float = 60.0) -> Iterator[DockerServer]:
+        """Stop postgres cleanly inside the running container, yield, start it again (same port,
+        same socket): for tools that need a stopped cluster, run with :meth:`run_tool`."""
+        run, pgc = str(self.run_dir), self.container
+        pgc.exec(["sh", "-c", ': > "$1/offline"', "sh", run])
+        pgc.container.kill(signal="SIGINT")
+        self._wait_for(lambda: pgc.exec(["test", "-e", f"{run}/offline.down"]).returncode == 0, timeout,
+                       "postgres to stop for the offline check")
+        try:
+            yield self
+        finally:
+            pgc.exec(["rm", "-f", f"{run}/offline"])
+            self._wait_for(lambda: (self.probe(self.admin_user) or None) is not None, timeout,
+                           "postgres to accept connections again")
+
+    def _wait_for(self, ready, timeout: float, what: str) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.poll() is not None or time.monotonic() > deadline:
+                self.sync_log()
+                raise PgRestoreError(f"waited in vain for {what} in container {self.name}",
+                                     checked=f"the container's state and log ({self.log_file})",
+                                     fix="see the server log")
+            time.sleep(0.1)
+
+    def run_tool(self, name: str, args: list[str], *, timeout: float):
+        """A PostgreSQL utility of the server's version, run in the container as the server user."""
+        return self.binaries.run(name, args, timeout=timeout)
 
     def stop(self, *, timeout: float = 30.0) -> None:
         """A clean shutdown first (SIGINT: fast shutdown), then the container goes."""

@@ -132,3 +132,25 @@ def test_kept_run_keeps_its_container_running(pg15, settings_factory, docker_cli
         import shutil
 
         shutil.rmtree(inst.run_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", ["bind", "copy"])
+def test_pg_checksums_runs_inside_the_container_on_the_stopped_cluster(workroot, settings_factory, mode):
+    from pytest_pgrestore.corruption import verify_checksums
+
+    root = workroot / "docker-checksums"
+    if not (root / "repo").exists():
+        from pytest_pgrestore.demo.source import SourceCluster
+
+        with SourceCluster(root / "src", repo=root / "repo", major=18) as src:  # checksums on
+            src.commit_rows(3)
+            src.backup()
+            src.commit_rows(2)
+            src.switch_wal()
+    settings = settings_factory(f"file://{root / 'repo'}", runtime="docker", docker_network="host", docker_mode=mode)
+    with Restorer(settings).restore() as inst:
+        report = verify_checksums(inst, timeout=120)
+        assert report.findings == []
+        assert "blocks scanned" in report.checked[0]
+        with inst.connect() as conn:  # started again on the same port, the DSN still valid
+            assert conn.execute("select count(*) from t").fetchone() == (5,)
