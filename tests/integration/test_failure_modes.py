@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
-from it_support import our_postgres_processes, run_dirs
+from it_support import copy_repo, our_postgres_processes, run_dirs
 
 from pytest_pgrestore.errors import CorruptBackup, RestoreFailed
 from pytest_pgrestore.instance import Hooks
@@ -180,3 +182,32 @@ def test_twin_a_helper_that_raises_aborts_recovery(pg15, settings_factory):
             pass
     assert err.value.result.outcome == "RESTORE_COMMAND_ABORT"
     assert f"{newest}" in str(err.value) and "the store's connection pool is exhausted" in str(err.value)
+
+
+def test_twin_damaged_record_in_an_archived_segment_is_corrupt_wal(pg15, settings_factory, workroot):
+    """A byte flipped inside the data of a heap insert in the newest segment (the basebackup
+    layout carries no per-segment checksum): PostgreSQL's record CRC catches it during replay."""
+    repo = copy_repo(pg15, workroot / "corrupt-wal")
+    victim = max(p for p in (repo / "wal").iterdir() if len(p.name) == 24)
+    dump = subprocess.run(
+        [f"/usr/lib/postgresql/{pg15.major}/bin/pg_waldump", str(victim)], capture_output=True, text=True
+    ).stdout
+    m = re.search(
+        r"rmgr: Heap\s+len \(rec/tot\):\s+\d+/\s*(\d+), tx:\s+\d+, lsn: ([0-9A-F]+)/([0-9A-F]+), "
+        r"prev [0-9A-F/]+, desc: INSERT",
+        dump,
+    )
+    assert m, dump
+    total, offset = int(m.group(1)), int(m.group(3), 16) % (16 << 20)
+    with open(victim, "r+b") as f:
+        f.seek(offset + total - 2)  # the inserted tuple's last bytes: covered by the record's CRC only
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x55]))
+    with pytest.raises(RestoreFailed) as err:
+        with Restorer(settings_factory(f"file://{repo}")).restore():
+            pass
+    assert err.value.result.outcome == "CORRUPT_WAL", str(err.value)
+    assert "replay met a damaged WAL record: " in str(err.value)
+    lsn = f"{int(m.group(2), 16):X}/{int(m.group(3), 16):X}"
+    assert f"incorrect resource manager data checksum in record at {lsn}" in str(err.value)
