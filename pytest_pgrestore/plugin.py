@@ -71,7 +71,14 @@ def _ini(config: pytest.Config, key: str) -> str | None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash.get(_SETTINGS, None)
-    return [f"pgrestore: {line}" for line in settings.report_lines()] if settings else []
+    if not settings:
+        return []
+    lines = settings.report_lines()
+    if settings.runtime != "local":  # which runtime, and why (docker is imported only then)
+        from .runtimes.docker import runtime_report
+
+        lines.append(runtime_report(settings))
+    return [f"pgrestore: {line}" for line in lines]
 
 
 def settings_for(node: pytest.Item) -> object:

@@ -36,7 +36,7 @@ from .docker_sweep import run_labels, sweep_containers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DockerRuntime", "DockerServer", "DockerUnavailable", "ImageUnavailable", "ImageTools",
+__all__ = ["DockerRuntime", "DockerServer", "DockerUnavailable", "ImageUnavailable", "ImageTools", "runtime_report",
            "docker_or_local"]
 
 _PULL_STALL_S = 30  # a pull that makes no progress for this long fails
@@ -661,3 +661,21 @@ def docker_or_local(settings, major: int, *, evidence: dict | None = None) -> tu
     except (DockerUnavailable, ImageUnavailable, BinariesNotFound) as exc:
         return None, f"local: {exc.what}"
     return rt, f"docker: the daemon at {rt.where} answers and has {ref}"
+
+
+def runtime_report(settings) -> str | None:
+    """One header line: which runtime restores will use and why (None for local)."""
+    if settings.runtime == "local":
+        return None
+    network, mode = settings.docker_network, settings.docker_mode
+    try:
+        tc, where = _connect(timeout=3.0)
+        tc.client.close()
+    except DockerUnavailable as exc:
+        if settings.runtime == "auto":
+            return f"runtime auto: local, because {exc.what}"
+        return f"runtime docker: {exc.what}; restores will fail (set DOCKER_HOST, or use --restore-runtime=local)"
+    if settings.runtime == "auto":
+        return (f"runtime auto: docker, the daemon at {where} answers (image {settings.image}, {network} network, "
+                f"{mode} transfer); local for a restore whose image is neither present nor pullable")
+    return f"runtime docker: the daemon at {where} (image {settings.image}, {network} network, {mode} transfer)"
