@@ -2,8 +2,8 @@
 
 The backup carries a ``postgresql.conf`` and a ``postgresql.auto.conf`` (ALTER SYSTEM) full of
 settings that would make a restored copy reach out — archive, clean up or fetch WAL (each a
-command that leaves a canary file), follow a primary (a TCP listener of ours counts the
-connections), wait for a synchronous standby — or refuse to start (a missing preload library,
+command that leaves a canary file), follow a primary or apply an enabled logical subscription (a
+TCP listener of ours counts the connections), wait for a synchronous standby — or refuse to start (a missing preload library,
 ssl without certificates, 64 GB of shared_buffers, a German lc_messages), plus a
 ``standby.signal``.  The source itself never reloads, so it keeps its working settings.
 
@@ -130,6 +130,11 @@ def hostile_backup(src: SourceCluster, canaries: Path, port: int):
                 conn.execute(
                     sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
                 )
+            # an enabled logical subscription: its apply worker would connect to the "publisher" (the listener)
+            publisher = f"host=127.0.0.1 port={port} user=x connect_timeout=2"
+            conn.execute(sql.SQL("CREATE SUBSCRIPTION hostile_sub CONNECTION {} PUBLICATION p WITH (connect = false)")
+                         .format(sql.Literal(publisher)))
+            conn.execute("ALTER SUBSCRIPTION hostile_sub ENABLE")
         with auto.open("a") as f:
             f.write(_GERMAN)
         with conf.open("a") as f:
@@ -188,6 +193,7 @@ def test_hostile_pgdata_restores_and_no_canary_fires(hostile, settings_factory):
     with Restorer(settings_factory(f"file://{hostile.repo}")).restore() as inst:
         with inst.connect(autocommit=True) as conn:
             (rows,) = conn.execute("select count(*) from t").fetchone()
+            (subscribed,) = conn.execute("select subenabled from pg_subscription where subname = 'hostile_sub'").fetchone()
             settings = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in QUARANTINED}
             # SHOW archive_command says "(disabled)" when archive_mode is off; the value itself:
             (settings["archive_command"],) = conn.execute(
@@ -205,7 +211,7 @@ def test_hostile_pgdata_restores_and_no_canary_fires(hostile, settings_factory):
         kept_auto = Path(kept["postgresql.auto.conf"]).read_bytes()
         ours = (inst.run_dir / "pgdata" / "postgresql.auto.conf").read_text()
         run_dir = str(inst.run_dir)
-    assert (rows, result.outcome, in_recovery) == (hostile.rows, "REACHED", False)
+    assert (rows, result.outcome, in_recovery, subscribed) == (hostile.rows, "REACHED", False, True)
     assert hostile.fired() == []
     assert hostile.listener.count == conns
     assert store_listing(hostile.repo) == before
