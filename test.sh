@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install what the test suite needs, then run it:  ./test.sh [pytest args...]
 #
-# - PostgreSQL 15, zstd, lz4 and pgbackrest from Debian (apt-get only when something is missing; as root)
+# - PostgreSQL 15, zstd, lz4, pgbackrest, and what barman[cloud]'s psycopg2 builds with, from Debian
+#   (apt-get only when something is missing; as root)
 # - a virtualenv at ${PGRESTORE_VENV:-$HOME/.cache/pytest-pgrestore/venv} with .[test]
 #   (a venv under /root is fine: the suite copies the binaries the server needs to a readable cache)
 # - python -m pytest tests -p no:cacheprovider -ra "$@"  (without tests when "$@" names paths)
@@ -21,6 +22,14 @@ command -v pgbackrest >/dev/null 2>&1 || want_apt=" pgbackrest"
 command -v chromium >/dev/null 2>&1 || want_apt="$want_apt chromium"
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt="$need_apt python3-venv"
+# barman[cloud] (the barman format's tests drive the real barman-cloud) pulls psycopg2, which PyPI
+# ships for Linux as source only: it builds against libpq with gcc and the Python headers
+command -v pg_config >/dev/null 2>&1 || need_apt="$need_apt libpq-dev"
+command -v gcc >/dev/null 2>&1 || need_apt="$need_apt gcc"
+"$PYTHON" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || need_apt="$need_apt python3-dev"
+# the barman and pgBackRest tests serve S3 over TLS with a self-signed certificate made by openssl
+command -v openssl >/dev/null 2>&1 || need_apt="$need_apt openssl"
 if [ "$(id -u)" -ne 0 ]; then
     if [ -n "$need_apt" ]; then
         echo "test.sh: missing Debian packages:$need_apt" >&2
