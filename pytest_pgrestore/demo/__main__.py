@@ -30,7 +30,7 @@ from ..errors import PgRestoreError
 
 BUCKET, PREFIX = "demo-backups", "postgres"
 SOURCE_URL = f"s3://{BUCKET}/{PREFIX}"
-_CREATED = ("s3", "source", "archive", "aws-config")  # what a run makes in the work dir
+_CREATED = ("s3", "source", "archive", "archive-walg", "aws-config")  # what a run makes in the work dir
 _REPORTS = ("report.xml", "report.html")
 _SOCKET = "source/sock/.s.PGSQL.5432"  # where SourceCluster puts its socket
 _SCRUB = ("AWS_", "WALG_", "WALE_", "PGRESTORE_")  # the developer's own settings stay out of the demo
@@ -71,6 +71,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "/tmp/pgrestore-demo-<uid> when the postgres user cannot reach the repository)",
     )
     parser.add_argument("--drills", type=Path, help="the drills folder (default: drills/ of the repository)")
+    parser.add_argument(
+        "--layout",
+        choices=("basebackup", "walg"),
+        default="basebackup",
+        help="how the archive is laid out in S3: pg_basebackup + archive_command (default), or WAL-G's "
+        "basebackups_005/ + wal_005/ (written from the same real backup and WAL by the repository's "
+        "test-side WAL-G writer, lz4; the drills auto-detect it)",
+    )
     parser.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -86,10 +94,14 @@ def _run(args: argparse.Namespace, drills: Path, workdir: Path) -> int:
         source = SourceCluster(workdir / "source", repo=workdir / "archive", major=15)  # fails fast
         with SeaweedS3(workdir / "s3") as s3:
             _say(f"SeaweedFS S3 on {s3.endpoint} (started in {s3.startup_seconds:.1f} s), work dir {workdir}")
-            incident_at, facts = _make_backups(source)
+            incident_at, facts, backup = _make_backups(source)
+            archive = source.repo
+            if args.layout == "walg":
+                archive = _as_walg(backup, source.repo, workdir / "archive-walg", drills.parent)
+                facts.append(f"layout: WAL-G (basebackups_005/, wal_005/, lz4) in {archive}")
             s3.create_bucket(BUCKET)
             _encrypt_by_default(s3, BUCKET)  # before the upload: objects are encrypted as they arrive
-            stats = s3.upload_dir(source.repo, BUCKET, PREFIX)
+            stats = s3.upload_dir(archive, BUCKET, PREFIX)
             _say(f"uploaded {stats.count} files ({stats.bytes / 1e6:.1f} MB) to {SOURCE_URL}")
             env = _drill_env(s3.env(readonly=True), workdir, incident_at)
             status = _pytest(_pytest_argv(drills, reports, args.pytest_args), cwd=drills.parent, env=env)
@@ -100,7 +112,23 @@ def _run(args: argparse.Namespace, drills: Path, workdir: Path) -> int:
     return status
 
 
-def _make_backups(source) -> tuple[str, list[str]]:
+def _as_walg(backup, repo: Path, dest: Path, checkout: Path) -> Path:
+    """Lay the same real backup and WAL out as WAL-G does (no wal-g binary exists here)."""
+    writer_py = checkout / "tests" / "walg_writer.py"
+    if not writer_py.exists():
+        raise PgRestoreError("--layout walg needs the repository's tests/walg_writer.py",
+                             checked=str(writer_py), fix="run the demo from a clone of the repository")
+    spec = importlib.util.spec_from_file_location("pgrestore_walg_writer", writer_py)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    writer = module.WalgWriter(root=dest, method="lz4")
+    writer.push_backup(backup.path, history=module.history_fields(backup.history_file))
+    writer.push_wal(repo / "wal")
+    return dest
+
+
+def _make_backups(source) -> tuple[str, list[str], object]:
     """Schema, a base backup, activity, the incident, more activity; returns the PITR target."""
     with source:
         source.demo_schema()
@@ -119,7 +147,7 @@ def _make_backups(source) -> tuple[str, list[str]]:
     ]
     for line in facts:
         _say(line)
-    return incident_at, facts
+    return incident_at, facts, backup
 
 
 def _encrypt_by_default(s3, bucket: str) -> None:
