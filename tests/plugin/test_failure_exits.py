@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -79,7 +80,9 @@ def test_each_failure_fails_its_restore_item_with_its_message_and_exit_1(
         ),
         "test_truncated": (
             dict(target="latest", source=truncated(scenario, workroot)),
-            "base.tar: not a valid tar archive (unexpected end of data)",
+            re.compile(
+                r"base\.tar: (not a valid tar archive|the tar archive ends)"
+            ),  # by where the cut falls
         ),
         "test_no_room": (
             dict(target="latest", source=scenario.file_url, extra=f", workdir={str(small_tmpfs)!r}"),
@@ -104,7 +107,8 @@ def test_each_failure_fails_its_restore_item_with_its_message_and_exit_1(
     for module, (fields, message) in cases.items():
         label = f"restore[{fields['target']}]"
         failed = [line for line in result.outlines if line.startswith(f"FAILED {module}.py::{label} - ")]
-        assert len(failed) == 1 and message in failed[0], (module, failed, output)
+        found = message.search(failed[0]) if isinstance(message, re.Pattern) else message in failed[0]
+        assert len(failed) == 1 and found, (module, failed, output)
         assert any(
             line.startswith(f"ERROR {module}.py::test_drill - Failed: {label} failed")
             for line in result.outlines
