@@ -286,29 +286,6 @@ def _safe_relpath(name: str) -> PurePosixPath | None:
     return path
 
 
-class _TarTail:
-    """Hands a stream to tarfile and keeps the bytes it read last, to look at where it stopped.
-
-    tarfile's stream mode ends quietly at end of input or at an unreadable header after the
-    first member; only a zero block is the end-of-archive marker a complete tar carries.
-    """
-
-    _KEEP = 4 * tarfile.RECORDSIZE  # tarfile reads at most a record ahead of the header it parses
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw, self._tail, self._pos = raw, b"", 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self._pos += len(data)
-        self._tail = (self._tail + data)[-self._KEEP :]
-        return data
-
-    def block_at(self, offset: int) -> bytes | None:
-        start = offset - (self._pos - len(self._tail))
-        return self._tail[start : start + tarfile.BLOCKSIZE] if start >= 0 else None
-
-
 def extract_tar(
     stream: BinaryIO,
     dest: Path,
@@ -321,35 +298,39 @@ def extract_tar(
 
     Only directories and regular files are written.  Symlinks are handed to ``on_symlink``
     (the format maps tablespace links); anything else (devices, hard links, absolute or
-    ``..`` paths) is refused as a corrupt or hostile backup.  Returns bytes written.
+    ``..`` paths) is refused as a corrupt or hostile backup.  A tar without its end-of-archive
+    marker (a zero block) is refused as truncated.  Returns bytes written.
+
+    Members are read with large reads (:mod:`.tarstream`) and written by a second thread.
     """
+    from .tarstream import TarStream, TruncatedTar, Writer
+
     total = 0
-    tail = _TarTail(stream)
+    tar = TarStream(stream)
     try:
-        with tarfile.open(fileobj=tail, mode="r|") as tar:
-            for member in tar:
-                total += _extract_member(tar, member, dest, label, on_symlink, owner)
-            end = tail.block_at(tar.offset)
+        with Writer() as writer:
+            for member in tar.members():
+                total += _extract_member(tar, member, dest, label, on_symlink, owner, writer)
         while stream.read(_CHUNK):  # to EOF: codecs check their trailer (CRC, checksum) only there
             pass
+    except TruncatedTar as exc:
+        raise CorruptBackup(f"{label}: the tar archive {exc}",
+                            checked="the block after the last member (a zero block ends a complete tar)",
+                            fix="the object is truncated or corrupt; restore from another backup") from exc
     except tarfile.TarError as exc:
-        raise CorruptBackup(f"{label}: not a valid tar archive ({exc})",
+        what = f"has an {exc}" if str(exc).startswith("unreadable member header") else f"is not valid ({exc})"
+        raise CorruptBackup(f"{label}: the tar archive {what}" if tar.tell() else
+                            f"{label}: not a valid tar archive ({exc})",
                             checked="reading the tar stream member by member",
                             fix="the object is truncated or corrupt; restore from another backup") from exc
     except _codec_errors() as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise
         raise _damaged(label, exc) from exc
-    if end != bytes(tarfile.BLOCKSIZE):
-        what = "ends before its end-of-archive marker" if not end or len(end) < tarfile.BLOCKSIZE else \
-            f"has an unreadable member header at offset {tar.offset}"
-        raise CorruptBackup(f"{label}: the tar archive {what}",
-                            checked="the block after the last member (a zero block ends a complete tar)",
-                            fix="the object is truncated or corrupt; restore from another backup")
     return total
 
 
-def _extract_member(tar, member, dest, label, on_symlink, owner) -> int:
+def _extract_member(tar, member, dest, label, on_symlink, owner, writer) -> int:
     rel = _safe_relpath(member.name)
     if rel is None:
         raise CorruptBackup(f"{label}: member {member.name!r} points outside the restore directory",
@@ -372,13 +353,12 @@ def _extract_member(tar, member, dest, label, on_symlink, owner) -> int:
                             checked="every tar member's type (only files, directories, symlinks)",
                             fix="this archive is not a PostgreSQL backup")
     target.parent.mkdir(parents=True, exist_ok=True)
-    src = tar.extractfile(member)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "wb") as out:
-        written = copy_stream(src, out, f"{label}:{member.name}")
-        if owner:
-            os.fchown(out.fileno(), *owner)
-    if written != member.size:
-        raise CorruptBackup(f"{label}: member {member.name!r} is short ({written} of {member.size} bytes)",
-                            checked="member sizes", fix="the object is truncated; restore from another backup")
+    written = 0
+    try:
+        while chunk := tar.read_data(_CHUNK):
+            writer.write(fd, chunk)
+            written += len(chunk)
+    finally:
+        writer.close(fd, owner)  # the writer closes it once the queued data is written
     return written

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from ..codecs import copy_stream
 from ..errors import CorruptBackup
 
 log = logging.getLogger(__name__)
@@ -66,20 +65,47 @@ def _rel(name: str, label: str) -> PurePosixPath:
 def extract_walg_tar(stream: BinaryIO, pgdata: Path, *, label: str, level: LevelFilter,
                      owner: tuple[int, int] | None, block_size: int,
                      on_member: Callable[[str], None] | None = None) -> int:
-    """Extract ``stream`` (decoded) into ``pgdata``; returns bytes written."""
+    """Extract ``stream`` (decoded) into ``pgdata``; returns bytes written.
+
+    Members are read with large reads and written by a second thread (:mod:`..tarstream`); a
+    tar without its end-of-archive marker is refused as truncated.
+    """
+    from ..tarstream import TarStream, TruncatedTar, Writer
+
     total = 0
+    tar = TarStream(stream)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                total += _member(tar, member, pgdata, label, level, owner, block_size)
+        with Writer() as writer:
+            for member in tar.members():
+                total += _member(tar, member, pgdata, label, level, owner, block_size, writer)
                 if on_member:
                     on_member(member.name)
+    except TruncatedTar as exc:
+        raise CorruptBackup(f"{label}: the tar archive {exc}",
+                            checked="reading the tar stream member by member (a zero block ends a complete tar)",
+                            fix="the object is truncated or corrupt; restore from another backup") from exc
     except tarfile.TarError as exc:
         raise CorruptBackup(f"{label}: not a valid tar archive ({exc})",
                             checked="reading the tar stream member by member",
                             fix="the object is truncated or corrupt; restore from another backup") from exc
     _trailing_zeros(stream, label)
     return total
+
+
+class _MemberData:
+    """The current member's bytes as a file: ``read(n)`` returns ``n`` bytes unless it ends."""
+
+    def __init__(self, tar) -> None:
+        self.tar = tar
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = 1 << 62
+        parts, got = [], 0
+        while got < n and (data := self.tar.read_data(min(n - got, _CHUNK))):
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
 
 
 def _trailing_zeros(stream: BinaryIO, label: str) -> None:
@@ -101,7 +127,7 @@ def _trailing_zeros(stream: BinaryIO, label: str) -> None:
                             fix="the object is corrupt; restore from another backup") from exc
 
 
-def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_size) -> int:
+def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_size, writer) -> int:
     rel = _rel(member.name, label)
     key = str(rel) if str(rel) != "." else ""
     if member.isdir():
@@ -125,16 +151,18 @@ def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_s
                             checked="every tar member's type (only files, directories, links)",
                             fix="this archive is not a PostgreSQL backup")
     target = pgdata / rel
-    src = tar.extractfile(member)
     name = f"{label}:{member.name}"
     if key in level.incremented:
-        return apply_increment(src, target, label=name, block_size=block_size)
+        return apply_increment(_MemberData(tar), target, label=name, block_size=block_size)
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "wb") as out:
-        written = copy_stream(src, out, name)
-        if owner:
-            os.fchown(out.fileno(), *owner)
+    written = 0
+    try:
+        while chunk := tar.read_data(_CHUNK):
+            writer.write(fd, chunk)
+            written += len(chunk)
+    finally:
+        writer.close(fd, owner)  # closed on the writer thread once its data is written
     if written != member.size:
         raise CorruptBackup(f"{label}: member {member.name!r} is short ({written} of {member.size} bytes)",
                             checked="member sizes", fix="the object is truncated; restore from another backup")
