@@ -227,4 +227,5 @@ def _observe(log_file: Path, state: Probe | None, *, exited, spool, timed_out=Fa
                        timed_out=timed_out, paused=bool(state and state.paused),
                        replay_lsn=state.replay_lsn if state else None,
                        last_replay_time=state.last_replay_time if state else None,
-                       spool_errors=dict(spool.stats.errors) if spool else {})
+                       spool_errors=dict(spool.stats.errors) if spool else {},
+                       asked_absent=list(spool.stats.absent) if spool else None)

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from .result import Outcome
 from .target import RestoreTarget, format_lsn, parse_lsn
+from .wal import segment_name
 
 __all__ = ["Observation", "Verdict", "decide", "scan_log"]
 
@@ -52,6 +53,9 @@ class Observation:
     replay_lsn: int | None = None  # pg_last_wal_replay_lsn() after promotion
     last_replay_time: datetime | None = None
     spool_errors: dict[str, str] = field(default_factory=dict)
+    #: names the harness answered "absent" (None when unknown): a clean end of an archive means
+    #: replay read past the newest segment and asked for the next one
+    asked_absent: list[str] | None = None
 
 
 @dataclass
@@ -173,6 +177,16 @@ def _decide_latest(obs, f: LogFacts, timeline, segment_size, archive_end_lsn) ->
                        f"{format_lsn(archive_end_lsn)} on timeline {timeline}: "
                        f"{(newest_start - end) // segment_size + 1} segment(s) were not replayed",
                        f.clean_end or "end of the available WAL")
-    return Verdict(Outcome.REACHED, f"replayed to {format_lsn(end)} on timeline {timeline}, inside the "
-                   f"newest archived segment (archive ends at {format_lsn(archive_end_lsn)})",
-                   f.clean_end or "end of archive")
+    following = segment_name(timeline, archive_end_lsn // segment_size, segment_size)
+    if obs.asked_absent is not None and following not in obs.asked_absent:
+        # Archived segments are complete (full, or closed by a WAL switch), so a clean end of the
+        # archive is replay asking for the segment after the newest one.  Stopping inside the
+        # newest segment without asking means a record there could not be read.
+        why = f.clean_end or f.corrupt or "no reason in the log"
+        outcome = Outcome.CORRUPT_WAL if (f.clean_end or f.corrupt) else Outcome.TRUNCATED
+        return Verdict(outcome, f"replay stopped at {format_lsn(end)}, inside the newest archived segment "
+                       f"{segment_name(timeline, newest_start // segment_size, segment_size)}, without reading "
+                       f"past it ({why}): the rest of that segment was not replayed", why)
+    return Verdict(Outcome.REACHED, f"replayed to {format_lsn(end)} on timeline {timeline}, through the "
+                   f"newest archived segment (archive ends at {format_lsn(archive_end_lsn)}; "
+                   f"{following} is not archived)", f.clean_end or "end of archive")

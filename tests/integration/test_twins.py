@@ -219,3 +219,25 @@ def test_twin_missing_role_fails_naming_the_option(pg15, settings_factory):
     with pytest.raises(PgRestoreError) as err:
         count_rows(settings_factory(pg15.file_url, "immediate", user="no_such_role"))
     assert "no role 'no_such_role'" in str(err.value) and "--restore-user" in str(err.value)
+
+
+def test_twin_newest_segment_zeroed_after_a_commit_is_not_reached(pg15, settings_factory):
+    """The newest segment's tail zeroed (a short write padded out): replay stops inside it with a
+    tidy-looking 'invalid record length … got 0' and never asks for the next segment."""
+    from pytest_pgrestore.target import parse_lsn
+
+    repo = copy_repo(pg15, Path(f"/tmp/pgr-twin-{os.getpid()}-zero"))
+    try:
+        cut = parse_lsn(pg15.commits["c2"][0].lsn)
+        newest = newest_segment(repo)
+        data = bytearray(newest.read_bytes())
+        offset = cut % len(data)
+        assert offset > 0, "premise: the cut lies inside the newest segment"
+        data[offset:] = bytes(len(data) - offset)
+        newest.write_bytes(bytes(data))
+        with pytest.raises(RestoreFailed) as err:
+            count_rows(settings_factory(f"file://{repo}"))
+        assert err.value.result.outcome == "CORRUPT_WAL"
+        assert "without reading past it" in str(err.value)
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)

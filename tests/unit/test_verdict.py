@@ -145,6 +145,25 @@ def test_latest_reached_exactly_at_the_boundary_after_a_wal_switch():
     assert v.stop_reason == "end of archive"
 
 
+def test_latest_reached_once_replay_asked_past_the_newest_segment():
+    obs = promoted([*START, REDO_DONE, *PROMOTE], replay_lsn=0xC000000,
+                   asked_absent=["00000001000000000000000C", "00000002.history"])
+    v = verdict(obs, LATEST, archive_end=0xC000000)
+    assert v.outcome is Outcome.REACHED
+    assert "00000001000000000000000C is not archived" in v.detail
+
+
+@pytest.mark.parametrize(("lines", "outcome"), [
+    ([*START, END_OF_WAL[16], REDO_DONE, *PROMOTE], Outcome.CORRUPT_WAL),  # a tidy message mid-segment
+    ([*START, REDO_DONE, *PROMOTE], Outcome.TRUNCATED),  # no reason at all
+])
+def test_latest_stopping_inside_the_newest_segment_without_asking_past_it(lines, outcome):
+    obs = promoted(lines, replay_lsn=0xB000148, asked_absent=["00000002.history"])
+    v = verdict(obs, LATEST, archive_end=0xC000000)
+    assert v.outcome is outcome
+    assert "inside the newest archived segment 00000001000000000000000B, without reading past it" in v.detail
+
+
 def test_latest_reached_without_wal_after_the_backup():
     v = verdict(promoted([*START, *PROMOTE], replay_lsn=0x9000100), LATEST, archive_end=None)
     assert v.outcome is Outcome.REACHED
