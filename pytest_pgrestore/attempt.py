@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 
 from . import measure
 from .errors import PgRestoreError, RestoreFailed
@@ -57,7 +58,7 @@ class RestoreAttempt:
                 self.docker.attach(self.rundir, port=self.port or free_port())
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
-            with self.clock("recover", log_file=self.rundir.log_file):
+            with self.clock("recover", log_file=self.rundir.log_file), self._replay_progress():
                 obs = watch(server, socket_dir=socket_dir, user=s.user, log_file=self.rundir.log_file,
                             deadline=started + s.timeout, spool=self.spool)
             self.spool.stop()
@@ -97,8 +98,11 @@ class RestoreAttempt:
         self._runtime_chosen = True
 
     def _fetch_and_verify(self, bins: PgBinaries | None) -> PgBinaries:
+        from .fetch import fetching
+
         fmt, run, result = self.restorer.format(), self.rundir, self.result
-        with self.clock("fetch"):
+        with self.clock("fetch"), fetching(fmt, self.settings, result, backup=self.plan.backup,
+                                           progress=self._progress()):
             mat = fmt.materialize(self.plan.backup, run.pgdata, run.path, owner=self.owner)
         result.bytes_fetched += mat.bytes_fetched
         result.evidence["bytes_written"] = mat.bytes_written
@@ -112,6 +116,21 @@ class RestoreAttempt:
             with self.clock("verify"):
                 result.evidence["manifest_check"] = verify_backup(bins, run.pgdata, mat.manifest)
         return bins
+
+    def _progress(self):
+        from .progress import Progress
+
+        return Progress.for_settings(self.settings, label=f"pgrestore restore[{self.result.target}]")
+
+    @contextmanager
+    def _replay_progress(self):
+        size = self.catalog.wal.segment_size or self.plan.backup.segment_size
+        watch = self._progress().replay(self.spool, self.plan, segment_size=size)
+        try:
+            yield
+        finally:
+            if watch is not None:
+                watch.close()
 
     def _start(self, bins: PgBinaries):
         run, plan = self.rundir, self.plan
@@ -199,6 +218,12 @@ class RestoreAttempt:
                  self.plan.fallbacks[0].name)
         return make_plan(self.catalog, self.plan.target, timeline=self.settings.timeline,
                          inclusive=self.settings.target_inclusive, backup=self.plan.fallbacks[0])
+
+    def release(self) -> None:
+        """Hand the running server and its run dir over to their owner: only the spool stops."""
+        if self.spool is not None:
+            self.spool.stop()
+        self.rundir = None
 
     def finish(self, *, failed: bool, keep_running: bool = False) -> None:
         keep = keep_running or self.settings.keep == "always" or (self.settings.keep == "on-failure" and failed)

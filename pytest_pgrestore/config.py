@@ -484,6 +484,56 @@ OPTIONS += (
 )
 _BY_NAME = {spec.name: spec for spec in OPTIONS}
 
+# -- speed at scale (issue 7): fetch concurrency, the download cache, progress ------------------
+PROGRESS_SYNTAX = f"auto, live, off, or a duration between lines ({DURATION_SYNTAX})"
+
+
+def _parse_concurrency(value: object, origin: str) -> int:
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= 64:
+        return int(text)
+    raise _usage(f"invalid concurrency {value!r}", origin, "a whole number from 1 to 64", "e.g. 8")
+
+
+def _parse_cache(value: object, origin: str) -> Path | None:
+    """``off`` → None; ``on`` → the default cache directory; else an absolute directory."""
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value).strip().lower() in ("off", "false", "no", "0"):
+        return None
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value).strip().lower() in ("on", "true", "yes", "1"):
+        from .cache import default_cache_dir
+
+        return default_cache_dir()
+    try:
+        return _parse_dir(value, origin)
+    except UsageError:
+        raise _usage(f"invalid cache {value!r}", origin, "off, on (the flag alone) or an absolute directory",
+                     "e.g. --restore-cache or --restore-cache=/var/cache/pgrestore") from None
+
+
+def _parse_progress(value: object, origin: str) -> str | float:
+    text = _text(value, origin, "progress").strip().lower()
+    if text in ("auto", "live", "off"):
+        return text
+    try:
+        return parse_duration(text, origin=origin)
+    except UsageError:
+        raise _usage(f"invalid progress {value!r}", origin, PROGRESS_SYNTAX, "e.g. auto, off or 30s") from None
+
+
+OPTIONS += (
+    OptionSpec("fetch_concurrency", "8", _parse_concurrency,
+               "downloads in flight while fetching a base backup (parts of one large object, or several objects)"),
+    OptionSpec("cache", "off", _parse_cache,
+               "keep fetched base-backup objects across runs, keyed by their ETag: off, on (the flag alone: "
+               "~/.cache/pytest-pgrestore/backups) or a directory; it holds production data", const="on"),
+    OptionSpec("cache_counts", "false", _parse_bool,
+               "a run served from the cache still counts as an RTO measurement in the evidence"),
+    OptionSpec("progress", "auto", _parse_progress,
+               f"progress of a long fetch and replay: {PROGRESS_SYNTAX}; auto is a live line on a terminal, "
+               "else a line every 30s"),
+)
+_BY_NAME = {spec.name: spec for spec in OPTIONS}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -513,6 +563,10 @@ class Settings:
     alert_webhook: str | None = field(default=None, repr=False)
     alert_pagerduty: str | None = None
     runbook_url: str | None = None
+    fetch_concurrency: int = 8
+    cache: Path | None = None  # --restore-cache directory; None: off
+    cache_counts: bool = False
+    progress: str | float = "auto"  # auto | live | off | seconds between lines
     origins: dict[str, str] = field(default_factory=dict, hash=False)  # name -> "env PGRESTORE_TARGET"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)  # holds AWS secrets
 
@@ -558,8 +612,10 @@ class Settings:
             return _format_duration(value)
         if name == "checks":
             return ",".join(value) or "none"
-        if name == "timeout":
+        if name == "timeout" or (name == "progress" and isinstance(value, float)):
             return _format_duration(value)
+        if name == "cache" and value is None:
+            return "off"
         if isinstance(value, bool):
             return str(value).lower()
         return str(value)  # Source.__str__ is describe(): credentials never reach it

@@ -79,6 +79,7 @@ def restore_record(label: str, result, settings, *, violations: list[str]) -> di
               for name in _ordered(r.phases)]
     backup = ev.get("backup", {})
     target = settings.target if settings is not None else None
+    cached = bool((ev.get("cache") or {}).get("served_from_cache"))
     return {
         "id": label,
         "source": r.source,
@@ -106,9 +107,10 @@ def restore_record(label: str, result, settings, *, violations: list[str]) -> di
         "rto": {
             "seconds": r.rto_seconds,
             "budget_seconds": getattr(settings, "max_rto", None),
-            # there is no download cache yet: every run fetched from the store, so every run counts
-            "served_from_cache": False,
-            "counts": r.rto_seconds is not None,
+            # a run served from --restore-cache skipped (part of) the download: not an RTO
+            # measurement unless --restore-cache-counts says so
+            "served_from_cache": cached,
+            "counts": r.rto_seconds is not None and (not cached or bool(getattr(settings, "cache_counts", False))),
         },
         "rpo": {
             "seconds": rec.get("seconds"),
@@ -129,6 +131,9 @@ def restore_record(label: str, result, settings, *, violations: list[str]) -> di
                           "the store's; the reference is the runner's",
         },
         "wal_prefetch": r.wal_prefetch or None,
+        "fetch": ev.get("fetch"),
+        "cache": ev.get("cache"),
+        "sharing": ev.get("sharing"),
         "versions": {**r.versions, "pytest_pgrestore": __version__},
         "runtime": ev.get("runtime"),
         "attempts": [{"backup": a.backup, "outcome": str(a.outcome), "detail": a.detail} for a in r.attempts],

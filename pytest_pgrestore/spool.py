@@ -109,14 +109,25 @@ class SpoolStats:
     withheld: list[str] = field(default_factory=list)  # answered "absent" on purpose (Withheld)
 
 
+#: how far prefetch may run ahead of replay: this many segments, and at most this many bytes
+WINDOW_SEGMENTS = 64
+WINDOW_BYTES = 2 << 30
+
+
 class WalSpool:
-    """Prefetch ``plan.segments`` into ``spool_dir`` and answer the wrapper's requests."""
+    """Prefetch ``plan.segments`` into ``spool_dir`` and answer the wrapper's requests.
+
+    At most ``window`` segments (and ``window_bytes``) are fetched ahead of the one replay last
+    asked for, so the spool's disk use stays bounded whatever the segment size.
+    """
 
     def __init__(self, fmt, plan, spool_dir: Path, *, owner: tuple[int, int] | None,
-                 concurrency: int = 4, window: int = 64,
+                 concurrency: int = 4, window: int = WINDOW_SEGMENTS, window_bytes: int = WINDOW_BYTES,
                  before_deliver: Callable[[str], None] | None = None) -> None:
         self.fmt, self.plan, self.dir = fmt, plan, spool_dir
-        self.owner, self.concurrency, self.window = owner, concurrency, window
+        segment = getattr(getattr(plan, "backup", None), "segment_size", None) or 16 << 20
+        self.owner, self.concurrency = owner, concurrency
+        self.window = max(1, min(window, window_bytes // segment))
         self.before_deliver = before_deliver  # test hook: a late or failing delivery
         self.stats = SpoolStats()
         self._planned = {name: i for i, name in enumerate(plan.segments)}
@@ -175,6 +186,11 @@ class WalSpool:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"fetching {len(self.plan.segments)} planned WAL files took over {timeout:.0f}s")
             time.sleep(0.05)
+
+    @property
+    def position(self) -> int:
+        """Index in ``plan.segments`` of the highest planned segment replay has asked for."""
+        return self._cursor
 
     def __enter__(self) -> WalSpool:
         return self.start()
@@ -248,7 +264,22 @@ class WalSpool:
             for name in names:
                 self._answer(name)
                 (req / name).unlink(missing_ok=True)
+            self._follow_replay()
             self._stop.wait(0.01)
+
+    def _follow_replay(self) -> None:
+        """Replay takes a file it finds ready without asking: a delivered segment gone from the
+        spool was moved into pg_wal, so the window slides on without waiting for a request."""
+        with self._lock:
+            moved = False
+            while self._cursor + 1 < self._next:
+                name = self.plan.segments[self._cursor + 1]
+                if name not in self._delivered or (self.dir / name).exists():
+                    break
+                self._cursor += 1
+                moved = True
+            if moved:
+                self._lock.notify_all()
 
     def _answer(self, name: str) -> None:
         if (self.dir / name).exists():

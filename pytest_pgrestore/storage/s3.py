@@ -283,6 +283,32 @@ class S3Store:
             extra["IfMatch"] = etag if etag.startswith(('"', "W/")) else f'"{etag}"'
         return self._get(key, extra, partial=start > 0 or end is not None)
 
+    def open_part(self, key: str, start: int, end: int, etag: str | None = None) -> tuple[BinaryIO, int | None, str | None]:
+        """Bytes ``start`` up to ``end`` (exclusive) and what the response tells of the whole object:
+        ``(stream, total size, ETag)``.  The first part of a parallel download learns the object's
+        size and version from it; ``etag`` guards the later parts (``If-Match``).
+
+        An empty object (S3 refuses any range of it) comes back whole, with its size.
+        """
+        if start < 0 or end <= start:
+            raise ValueError(f"bad range start={start} end={end}")
+        full = self.prefix + key
+        extra = {"Range": f"bytes={start}-{end - 1}"}
+        if etag is not None:
+            extra["IfMatch"] = etag if etag.startswith(('"', "W/")) else f'"{etag}"'
+        try:
+            resp = self._get_object(full, extra, partial=True)
+        except SourceError as exc:
+            if start == 0 and _error_code(exc.__cause__) == "InvalidRange":
+                whole = self._get(key, {k: v for k, v in extra.items() if k == "IfMatch"}, partial=False)
+                return whole, 0, etag
+            raise
+        total = _total_of(resp.get("ContentRange"))
+        tag = extra.get("IfMatch") or resp.get("ETag")
+        reader = _BodyReader(resp["Body"], self, full, start=start, end=end, etag=tag,
+                             size=resp.get("ContentLength"))
+        return reader, total, tag
+
     def read_tail(self, key: str, nbytes: int) -> bytes:
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
@@ -430,6 +456,14 @@ def _is_transient(exc: BaseException) -> bool:
     from botocore import exceptions as bx
 
     return not isinstance(exc, bx.ClientError) and not isinstance(exc, (bx.NoCredentialsError, bx.SSLError))
+
+
+def _total_of(content_range: str | None) -> int | None:
+    """``bytes 0-99/2048`` → 2048 (``*``: unknown)."""
+    if not content_range or "/" not in content_range:
+        return None
+    total = content_range.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
 
 
 def _range_of(header: str | None) -> tuple[int, int | None]:

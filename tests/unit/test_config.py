@@ -340,6 +340,10 @@ def test_every_option_reads_every_layer() -> None:
             "alert_pagerduty": "on",
             "runbook_url": "https://wiki.example.com/runbooks/restore",
             "checks": "hygiene",
+            "fetch_concurrency": "4",
+            "cache": "/var/cache/pgrestore",
+            "cache_counts": "yes",
+            "progress": "10s",
         }[spec.name]
         for layer, origin in (
             ("overrides", f"keyword {spec.name}="),
