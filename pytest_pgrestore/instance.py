@@ -33,6 +33,9 @@ class RestoredInstance:
     _passwords: dict[str, str] = field(default_factory=dict, repr=False)
     #: the runtime's server (LocalServer, DockerServer): stop/restart for checks that need it offline
     server: object | None = field(default=None, repr=False, compare=False)
+    #: set when several processes share this server (xdist): each role's password derives from it,
+    #: so every process sets and uses the same one
+    password_seed: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def password(self) -> str:
@@ -65,9 +68,18 @@ class RestoredInstance:
         if role not in self._passwords:
             from psycopg import sql
 
-            password = secrets.token_urlsafe(18)
+            password = _derived(self.password_seed, role) if self.password_seed else secrets.token_urlsafe(18)
             with self.admin_connect("template1", autocommit=True) as c:
                 c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
                     sql.Identifier(role), sql.Literal(password)))
             self._passwords[role] = password
         return self._passwords[role]
+
+
+def _derived(seed: str, role: str) -> str:
+    import base64
+    import hashlib
+    import hmac
+
+    digest = hmac.new(seed.encode(), role.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()

@@ -8,10 +8,10 @@ with the same error instead of restoring again.
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from .errors import PgRestoreError
 from .instance import RestoredInstance
 from .restorer import Restorer
 
@@ -46,6 +46,7 @@ class RestoreManager:
         self.results: dict[RestoreKey, object] = {}
         self.want_template = False
         self._clones = 0
+        self.share = None  # a SharedRestores on an xdist worker (xdist_share.register)
 
     def ensure(self, settings, *, hooks=None) -> RestoredInstance:
         """The restored instance for ``settings``; restores on first use, re-raises a failure."""
@@ -53,9 +54,7 @@ class RestoreManager:
         if key not in self._done:
             self.settings_for[key] = settings
             try:
-                inst = self._stack.enter_context(Restorer(settings, hooks=hooks).restore())
-                if self.want_template:
-                    make_template(inst)
+                inst = self._restore(settings, hooks)
                 self._done[key] = inst
                 self.results[key] = inst.result
             except Exception as exc:  # remembered: every drill of this restore fails with it, none retries
@@ -67,6 +66,22 @@ class RestoreManager:
         if isinstance(done, BaseException):
             raise done
         return done
+
+    def _restore(self, settings, hooks) -> RestoredInstance:
+        if self.share is not None and self.share.applies(settings):  # xdist: one restore for all workers
+            return self.share.ensure(settings, lambda: self._restore_for_all(settings, hooks))
+        inst = self._stack.enter_context(Restorer(settings, hooks=hooks).restore())
+        if self.want_template:
+            make_template(inst)
+        inst.result.evidence.setdefault("sharing", {"mode": "one process", "restores": 1})
+        return inst
+
+    def _restore_for_all(self, settings, hooks) -> RestoredInstance:
+        """The server is handed over to the xdist controller, which stops it at session finish."""
+        with Restorer(settings, hooks=hooks).restore(handover=True) as inst:
+            if self.want_template:
+                make_template(inst)
+        return inst
 
     def instance(self, key: RestoreKey) -> RestoredInstance | None:
         """The restored instance of ``key`` when that restore succeeded (even after close(), if kept)."""
@@ -83,7 +98,8 @@ class RestoreManager:
 
         make_template(inst)
         self._clones += 1
-        name = f"pgrestore_clone_{self._clones}"
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # workers may share the server
+        name = f"pgrestore_clone_{worker + '_' if worker else ''}{self._clones}"
         with inst.admin_connect("template1", autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(template_name(inst))))

@@ -22,6 +22,9 @@ _SIGTERM = pytest.StashKey["object"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    from .progress import keep_terminal
+
+    keep_terminal()  # before pytest captures output: progress lines reach the terminal during a restore
     group = parser.getgroup("pgrestore", "restore drills (pytest-pgrestore)")
     for spec in OPTIONS:
         default = spec.default_text()
@@ -49,6 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_SETTINGS] = settings
     config.stash[_MANAGER] = RestoreManager()
+    from .xdist_share import register as share_restores
+
+    share_restores(config, config.stash[_MANAGER], settings)  # under xdist: each restore once, for all workers
     from .signals import interrupt_on_sigterm
 
     config.stash[_SIGTERM] = interrupt_on_sigterm()  # SIGTERM tears restores down as Ctrl-C does

@@ -123,9 +123,14 @@ class EvidencePlugin:
         return bool(s.report or s.metrics or s.alert_webhook or s.alert_pagerduty) and s.source is not None
 
     def _document(self, status: int) -> dict[str, Any]:
+        from .xdist_share import sharing_for
+
         restores = []
+        shared = sharing_for(self.config)  # under xdist: how many restores the workers really made
         for ref, record in self.records.items():
             record = dict(record)
+            if ref in shared:
+                record["sharing"] = {**(record.get("sharing") or {}), **shared[ref]}
             drills = sorted(self.drills.get(ref, {}).values(), key=lambda d: d.get("stop", 0.0))
             record["drills"] = [{k: v for k, v in d.items() if k != "stop"} for d in drills]
             first = record.get("first_query_at")

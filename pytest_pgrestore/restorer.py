@@ -62,9 +62,11 @@ class Restorer:
     # -- the restore ----------------------------------------------------------------------
     @contextmanager
     def restore(self, target: RestoreTarget | None = None, *, pgdata=None, port: int | None = None,
-                keep_running: bool = False) -> Iterator[RestoredInstance]:
+                keep_running: bool = False, handover: bool = False) -> Iterator[RestoredInstance]:
         """Restore ``target``; ``pgdata``/``port`` place a manual restore, ``keep_running`` leaves
-        the server up (and its run dir) when the block exits."""
+        the server up (and its run dir) when the block exits.  ``handover``: the server and its
+        run dir pass to whoever owns the run (:func:`~pytest_pgrestore.owner.owned_by`) — the
+        xdist controller stops a restore shared by the workers."""
         target = target or self.settings.target
         result = RestoreResult(source=self.settings.require_source().describe(), format=self.settings.format,
                                target=str(target))
@@ -108,7 +110,10 @@ class Restorer:
             record_store_untouched(self.format(), inst)  # evidence: the copy wrote nothing to the store
             yield inst
         finally:
-            attempt.finish(failed=False, keep_running=keep_running)
+            if handover:
+                attempt.release()
+            else:
+                attempt.finish(failed=False, keep_running=keep_running)
 
 
 class _Phases:

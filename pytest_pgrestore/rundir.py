@@ -44,7 +44,9 @@ class RunDir:
             run = cls(path, owner, pgdata)
             if pgdata is not None:
                 _claim_empty_dir(pgdata, owner)
-            (path / "harness.pid").write_text(str(os.getpid()))
+            from .owner import harness_pid
+
+            (path / "harness.pid").write_text(str(harness_pid()))
             write_record(path)  # {run id, boot id, pid, pid start, expiry}: what a later sweep trusts
             if label:
                 (path / "label").write_text(label + "\n")

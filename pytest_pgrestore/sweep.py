@@ -39,8 +39,10 @@ class Sweep:
 
 
 def write_record(run_dir: Path, *, lifetime: float = DEFAULT_LIFETIME) -> dict:
+    from .owner import harness_pid
+
     now = time.time()
-    pid = os.getpid()
+    pid = harness_pid()  # the xdist controller for a restore shared by the workers
     record = {
         "run_id": run_dir.name,
         "boot_id": boot_id(),

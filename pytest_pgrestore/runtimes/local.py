@@ -160,7 +160,9 @@ class LocalRuntime:
     def start(self, *, run_dir: Path, pgdata: Path, config_file: Path, port: int, log_file: Path,
               socket_dir: Path, settings: dict[str, str]) -> LocalServer:
         sup = run_dir / "supervisor.sh"
-        sup.write_text(_SUPERVISOR.format(harness=os.getpid(), run_dir=run_dir, log_file=log_file))
+        from ..owner import harness_pid
+
+        sup.write_text(_SUPERVISOR.format(harness=harness_pid(), run_dir=run_dir, log_file=log_file))
         sup.chmod(0o755)
         if self.owner:
             os.chown(sup, *self.owner)
