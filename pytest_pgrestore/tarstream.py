@@ -144,9 +144,10 @@ class Writer:
         if exc_type is None:
             self._raise()
 
-    def write(self, fd: int, data) -> None:
+    def write(self, fd: int, data, *, also=None) -> None:
+        """Queue ``data`` for ``fd``; ``also(data)`` (a digest's update) runs on the writer thread too."""
         self._raise()
-        self._q.put((fd, data))
+        self._q.put((fd, data) if also is None else (fd, data, also))
 
     def close(self, fd: int, owner: tuple[int, int] | None) -> None:
         self._raise()
@@ -158,7 +159,7 @@ class Writer:
 
     def _run(self) -> None:
         while (item := self._q.get()) is not None:
-            fd, what = item
+            fd, what = item[0], item[1]
             failed = self._abort or self._error is not None
             try:
                 if isinstance(what, tuple):  # close, after giving the file to its owner
@@ -168,6 +169,8 @@ class Writer:
                     finally:
                         os.close(fd)
                 elif not failed:
+                    if len(item) > 2:
+                        item[2](what)
                     _write_all(fd, what)
             except BaseException as exc:  # kept for the caller; later writes are dropped
                 if self._error is None:

@@ -353,10 +353,13 @@ class PgBackRestFormat:
         digest, written = hashlib.sha1(), 0
         counted = _Counting(raw, cancel)
         try:
-            with open_codec(counted, codec, label=where) as stream:
+            with open_codec(counted, codec, label=where) as stream, _writer(f.size) as writer:
                 while chunk := stream.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
+                    if writer is None:
+                        digest.update(chunk)
+                        out.write(chunk)
+                    else:  # a large file: hashed and written on a second thread while the next chunk decodes
+                        writer.write(out.fileno(), chunk, also=digest.update)
                     written += len(chunk)
         except (OSError, EOFError, ValueError, RuntimeError) as exc:
             if isinstance(exc, InterruptedError) or (isinstance(exc, OSError) and exc.errno is not None):
@@ -373,6 +376,15 @@ class PgBackRestFormat:
                 fix="the repository file is damaged: run `pgbackrest verify` on the repository, and restore "
                     "another backup")
         return counted.count, written
+
+
+def _writer(size: int):
+    """A writer thread for a file worth it (:class:`~pytest_pgrestore.tarstream.Writer`)."""
+    from contextlib import nullcontext
+
+    from ..tarstream import Writer
+
+    return Writer() if size >= 16 << 20 else nullcontext()
 
 
 def _stanzas(listing: list[ObjectInfo]) -> list[str]:
