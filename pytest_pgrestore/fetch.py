@@ -101,7 +101,7 @@ class FetchLayer:
         self.depth = max(2, concurrency)  # parts in flight ahead of one reader
         self.stats = FetchStats(concurrency=concurrency, part_size=part_size)
         self.cache = cache
-        self._slots = _Slots(max(self.depth, buffer_bytes // part_size))
+        self._slots = _Slots(max(1, buffer_bytes // part_size))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch-part")
         self._ranged = callable(getattr(store, "open_part", None))
 
