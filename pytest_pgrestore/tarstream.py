@@ -150,8 +150,9 @@ class Writer:
         self._q.put((fd, data) if also is None else (fd, data, also))
 
     def close(self, fd: int, owner: tuple[int, int] | None) -> None:
-        self._raise()
+        """Close ``fd`` after its queued data (always queued: no descriptor leaks on an error)."""
         self._q.put((fd, owner or ()))
+        self._raise()
 
     def _raise(self) -> None:
         if self._error is not None:
