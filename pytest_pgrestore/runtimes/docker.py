@@ -14,40 +14,26 @@ the hba admits only the bridge gateway; ``host`` listens on 127.0.0.1 in the dae
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import io
 import logging
 import os
-import re
 import secrets
-import tarfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..errors import BinariesNotFound, PgRestoreError
 from ..instance import RestoredInstance
 from .container import HEARTBEAT_TICK, STALE_AFTER, SUPERVISOR, PgContainer, SpoolMirror
+from .docker_image import Image, ImageTools, ImageUnavailable, resolve_image, short_error
+from .docker_server import ContainerInstance, DockerServer, scram_verifier
 from .docker_sweep import run_labels, sweep_containers
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DockerRuntime", "DockerServer", "DockerUnavailable", "ImageUnavailable", "ImageTools", "runtime_report",
-           "docker_or_local"]
-
-_PULL_STALL_S = 30  # a pull that makes no progress for this long fails
+           "docker_or_local", "scram_verifier"]
 
 
 class DockerUnavailable(PgRestoreError):
     """No Docker daemon answers."""
-
-
-class ImageUnavailable(PgRestoreError):
-    """The image is neither present nor pullable, or cannot serve this backup."""
 
 
 def _connect(timeout: float):
@@ -64,169 +50,11 @@ def _connect(timeout: float):
         tc.client.ping()
     except Exception as exc:
         raise DockerUnavailable(
-            f"no Docker daemon answers at {where}: {_short(exc)}",
+            f"no Docker daemon answers at {where}: {short_error(exc)}",
             checked="DOCKER_HOST, the current docker context and ~/.testcontainers.properties",
             fix="start Docker or point DOCKER_HOST at a daemon (unix:///path/docker.sock or tcp://host:2375); "
                 "or use --restore-runtime=local with PostgreSQL installed (auto picks it by itself)") from exc
     return tc, where
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:300]
-
-
-@dataclass
-class Image:
-    ref: str
-    id: str
-    owner: tuple[int, int]
-    path: str  # the image's PATH, where postgres is looked for
-    pg_major: int | None  # from the image's PG_MAJOR, when it declares one
-
-
-_owners: dict[str, tuple[int, int]] = {}
-
-
-def _resolve_image(client, ref: str) -> Image:
-    import docker.errors
-
-    try:
-        img = client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        img = _pull(client, ref)
-    env = dict(e.split("=", 1) for e in img.attrs.get("Config", {}).get("Env") or [] if "=" in e)
-    major = env.get("PG_MAJOR", "")
-    return Image(ref, img.id, _image_owner(client, img), env.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-                 int(major) if major.isdigit() else None)
-
-
-def _pull(client, ref: str):
-    """Pull, failing fast: a pull that makes no progress for _PULL_STALL_S seconds fails.
-
-    The SDK's pull has no read timeout, so it runs in a daemon thread whose progress we watch.
-    """
-    import queue
-    import threading
-
-    from docker.utils import parse_repository_tag
-
-    repo, tag = parse_repository_tag(ref)
-    events: queue.Queue = queue.Queue()
-
-    def pull() -> None:
-        try:
-            for line in client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
-                events.put(("line", line))
-            events.put(("done", None))
-        except Exception as exc:
-            events.put(("error", exc))
-
-    threading.Thread(target=pull, name=f"pull-{ref}", daemon=True).start()
-    try:
-        while True:
-            try:
-                kind, item = events.get(timeout=_PULL_STALL_S)
-            except queue.Empty:
-                raise TimeoutError(f"no progress for {_PULL_STALL_S}s") from None
-            if kind == "error":
-                raise item
-            if kind == "line" and "error" in item:
-                raise RuntimeError(item["error"])
-            if kind == "done":
-                return client.images.get(ref)
-    except Exception as exc:
-        raise ImageUnavailable(
-            f"image {ref} is not present on the Docker daemon and could not be pulled: {_short(exc)}",
-            checked=f"docker image inspect {ref}; docker pull {ref}",
-            fix=f"docker pull {ref} (or docker load) where the registry is reachable, or name an image the "
-                "daemon has with --restore-image (a {major} placeholder is filled in)") from exc
-
-
-def _image_owner(client, img) -> tuple[int, int]:
-    """uid/gid of the image's ``postgres`` user, read from its /etc/passwd (no container runs)."""
-    if img.id in _owners:
-        return _owners[img.id]
-    probe = client.containers.create(img.id, command=["true"], entrypoint=[], labels={})
-    try:
-        stream, _ = probe.get_archive("/etc/passwd")
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.getmembers()[0]
-            passwd = tar.extractfile(member).read().decode("utf-8", "replace")
-    finally:
-        probe.remove(force=True, v=True)
-    for line in passwd.splitlines():
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[0] == "postgres" and fields[2].isdigit() and fields[3].isdigit():
-            _owners[img.id] = int(fields[2]), int(fields[3])
-            return _owners[img.id]
-    raise ImageUnavailable("the image has no postgres user to run the server as",
-                           checked="the image's /etc/passwd",
-                           fix="use an image built like the official postgres images, or pass --restore-image")
-
-
-class ContainerPath(PurePosixPath):
-    """A path inside the container; ``exists()`` is answered there."""
-
-    tools: ImageTools | None = None
-
-    def exists(self) -> bool:
-        return self.tools is not None and self.tools.has(str(self))
-
-
-class ImageTools:
-    """PostgreSQL binaries inside the container: the PgBinaries protocol, run with docker exec."""
-
-    def __init__(self, runtime: DockerRuntime, image: Image, major: int) -> None:
-        self.runtime, self.image, self.major = runtime, image, major
-        self._version: str | None = None
-        self._bindir: Path | None = None
-
-    @property
-    def origin(self) -> str:
-        return f"image {self.image.ref} ({self.image.id[7:19]})"
-
-    def _describe(self) -> None:
-        out = self.runtime.container().exec(["sh", "-c", "command -v postgres && postgres --version"])
-        lines = out.stdout.strip().splitlines()
-        m = re.search(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?", out.stdout)
-        if out.returncode != 0 or not m or len(lines) < 2:
-            raise ImageUnavailable(f"image {self.image.ref} has no usable postgres on its PATH",
-                                   checked=f"command -v postgres; postgres --version: {out.stderr.strip()[:200]}",
-                                   fix="use a postgres image, or pass --restore-image")
-        self._bindir = Path(lines[0]).parent
-        self._version = f"{m.group(1)}.{m.group(2) or 0}"
-        if int(m.group(1)) != self.major:
-            raise BinariesNotFound(f"image {self.image.ref} serves PostgreSQL {m.group(1)}, the backup needs "
-                                   f"{self.major}", checked="postgres --version inside the container",
-                                   fix="use --restore-image with a {major} placeholder (postgres:{major})")
-
-    @property
-    def version(self) -> str:
-        if self._version is None:
-            self._describe()
-        return self._version
-
-    @property
-    def bindir(self) -> Path:
-        if self._bindir is None:
-            self._describe()
-        return self._bindir
-
-    def tool(self, name: str) -> ContainerPath:
-        """The utility's path inside the container (``exists()`` asks the container)."""
-        path = ContainerPath(self.bindir / name)
-        path.tools = self
-        return path
-
-    def has(self, name: str) -> bool:
-        return self.runtime.container().exec(["sh", "-c", 'command -v "$1"', "sh", name]).returncode == 0
-
-    def run(self, name: str, args: list[str], *, timeout: float | None = None):
-        import subprocess
-
-        out = self.runtime.container().exec([name, *args])
-        return subprocess.CompletedProcess([name, *args], out.returncode, out.stdout, out.stderr)
 
 
 class DockerRuntime:
@@ -254,7 +82,7 @@ class DockerRuntime:
     def binaries(self, major: int) -> ImageTools:
         ref = self.settings.image.replace("{major}", str(major))
         if self.image is None or self.image.ref != ref:
-            self.image = _resolve_image(self.client, ref)
+            self.image = resolve_image(self.client, ref)
             if self.image.pg_major is not None and self.image.pg_major != major:
                 raise BinariesNotFound(f"image {ref} declares PG_MAJOR={self.image.pg_major}, the backup "
                                        f"needs PostgreSQL {major}", checked=f"docker image inspect {ref}",
@@ -299,7 +127,7 @@ class DockerRuntime:
                 return self._new_container(copy=False)
             except docker.errors.APIError as exc:
                 raise PgRestoreError(f"the Docker daemon cannot bind-mount the run dir {self.run.path}: "
-                                     f"{_short(exc)}", checked=f"--restore-docker-mode=bind with the daemon at "
+                                     f"{short_error(exc)}", checked=f"--restore-docker-mode=bind with the daemon at "
                                      f"{self.where}", fix="use --restore-docker-mode=copy (or auto): a daemon in "
                                      "another container or machine (docker:dind, a tcp DOCKER_HOST) does not "
                                      "see this runner's files") from exc
@@ -309,7 +137,7 @@ class DockerRuntime:
             try:
                 pgc = self._new_container(copy=False)
             except docker.errors.APIError as exc:  # "bind source path does not exist": another filesystem
-                log.info("bind mount of %s refused (%s)", self.run.path, _short(exc))
+                log.info("bind mount of %s refused (%s)", self.run.path, short_error(exc))
             else:
                 if self._sees_our_files(pgc):
                     self.mode = "bind"
@@ -493,162 +321,6 @@ def _walk(root: Path) -> tuple[list[Path], list[Path]]:
         files += [Path(dirpath, n) for n in names]
         files += [Path(dirpath, d) for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
     return files, dirs
-
-
-@dataclass
-class DockerServer:
-    """The Server protocol for a container; ``probe`` and ``sync_log`` are used by recover.watch."""
-
-    container: PgContainer
-    run_dir: Path
-    host: str
-    port: int
-    socket_dir: str | None  # None in copy mode: the socket lives inside the container only
-    log_file: Path
-    container_socket_dir: str
-    evidence: dict = field(default_factory=dict)
-    binaries: ImageTools | None = None
-    admin_user: str = "postgres"
-    pgdata: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return self.container.name
-
-    def poll(self) -> int | None:
-        return self.container.poll()
-
-    def sync_log(self) -> None:
-        text = self.container.logs()
-        if text:
-            self.log_file.write_text(text)
-
-    def probe(self, user: str):
-        """Where recovery is; bind mode asks through the shared socket, copy mode through psql."""
-        from ..recover import Probe, probe
-
-        if self.socket_dir is not None:
-            return probe(Path(self.socket_dir), self.port, user)
-        sql = ("select pg_is_in_recovery(), case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() end, "
-               "pg_last_wal_replay_lsn(), extract(epoch from pg_last_xact_replay_timestamp())")
-        out = self.psql(user, sql)
-        if out.returncode != 0:
-            if re.search(r'role "[^"]+" does not exist', out.stderr):
-                raise PgRestoreError(f"the restored cluster has no role {user!r}",
-                                     checked="connecting to the restored server as --restore-user",
-                                     fix="set --restore-user (env PGRESTORE_USER) to a role that exists in the backup")
-            return None
-        from ..target import parse_lsn
-
-        in_recovery, pause, lsn, ts = (out.stdout.strip().splitlines() or [""])[-1].split("|")
-        return Probe(promoted=in_recovery != "t", paused=pause == "paused",
-                     replay_lsn=parse_lsn(lsn) if lsn else None,
-                     last_replay_time=datetime.fromtimestamp(float(ts), timezone.utc) if ts else None)
-
-    def psql(self, user: str, sql: str, dbname: str = "template1"):
-        import docker.errors
-
-        from .container import ExecResult
-
-        try:
-            return self._psql(user, sql, dbname)
-        except docker.errors.APIError as exc:  # the container stopped: poll() reports how
-            return ExecResult(255, "", exc.explanation or str(exc))
-
-    def _psql(self, user: str, sql: str, dbname: str):
-        return self.container.exec(["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-F", "|",
-                                    "-h", self.container_socket_dir, "-p", str(self.port), "-U", user,
-                                    "-d", dbname, "-c", sql])
-
-    def set_password(self, role: str, password: str, admin: str) -> None:
-        """ALTER ROLE with a SCRAM verifier computed here: the password never enters the container."""
-        verifier = scram_verifier(password)
-        ident = '"' + role.replace('"', '""') + '"'
-        out = self.psql(admin, f"ALTER ROLE {ident} WITH LOGIN PASSWORD '{verifier}'")
-        if out.returncode != 0:
-            raise PgRestoreError(f"could not set the per-run password of {role!r}: {out.stderr.strip()}",
-                                 checked="ALTER ROLE through psql inside the container",
-                                 fix="the role must exist in the restored cluster")
-
-    def keep(self) -> None:
-        self.container.keep()
-
-
-    @contextmanager
-    def offline(self, *, timeout: float = 60.0) -> Iterator[DockerServer]:
-        """Stop postgres cleanly inside the running container, yield, start it again (same port,
-        same socket): for tools that need a stopped cluster, run with :meth:`run_tool`."""
-        run, pgc = str(self.run_dir), self.container
-        pgc.exec(["sh", "-c", ': > "$1/offline"', "sh", run])
-        pgc.container.kill(signal="SIGINT")
-        self._wait_for(lambda: pgc.exec(["test", "-e", f"{run}/offline.down"]).returncode == 0, timeout,
-                       "postgres to stop for the offline check")
-        try:
-            yield self
-        finally:
-            pgc.exec(["rm", "-f", f"{run}/offline"])
-            self._wait_for(lambda: (self.probe(self.admin_user) or None) is not None, timeout,
-                           "postgres to accept connections again")
-
-    def _wait_for(self, ready, timeout: float, what: str) -> None:
-        import time
-
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.poll() is not None or time.monotonic() > deadline:
-                self.sync_log()
-                raise PgRestoreError(f"waited in vain for {what} in container {self.name}",
-                                     checked=f"the container's state and log ({self.log_file})",
-                                     fix="see the server log")
-            time.sleep(0.1)
-
-    def run_tool(self, name: str, args: list[str], *, timeout: float):
-        """A PostgreSQL utility of the server's version, run in the container as the server user."""
-        return self.binaries.run(name, args, timeout=timeout)
-
-    def stop(self, *, timeout: float = 30.0) -> None:
-        """A clean shutdown first (SIGINT: fast shutdown), then the container goes."""
-        self.container.shutdown(timeout)
-        self.sync_log()
-        try:
-            tail = self.log_file.read_text(errors="replace").splitlines()[-5:]
-        except OSError:
-            tail = []
-        clean = any("database system is shut down" in line for line in tail)
-        self.evidence["shutdown"] = "clean: database system is shut down" if clean else \
-            f"not clean (exit code {self.container.poll()}): " + " | ".join(tail[-2:])
-        self.container.remove()
-
-
-class ContainerInstance(RestoredInstance):
-    """Copy mode: no shared socket; admin connections use TCP with the per-run password."""
-
-    def __init__(self, *, server: DockerServer, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.server = server
-
-    def admin_connect(self, dbname: str | None = None, **kwargs):
-        import psycopg
-
-        return psycopg.connect(self.dsn_for(dbname=dbname or self.dbname), **kwargs)
-
-    def _password_for(self, role: str) -> str:
-        if role not in self._passwords:
-            password = secrets.token_urlsafe(18)
-            self.server.set_password(role, password, admin=self.user)
-            self._passwords[role] = password
-        return self._passwords[role]
-
-
-def scram_verifier(password: str, *, iterations: int = 4096) -> str:
-    """The SCRAM-SHA-256 secret PostgreSQL stores for ``password`` (RFC 5802/7677)."""
-    salt = secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server_key)}"
 
 
 def docker_or_local(settings, major: int, *, evidence: dict | None = None) -> tuple[DockerRuntime | None, str]:
