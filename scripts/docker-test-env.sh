@@ -11,7 +11,8 @@
 #   PGR_TEST_DOCKER=required (docker tests then fail instead of skipping without a daemon);
 # - stops dockerd and removes its state.  Exits with the command's status.
 #
-# PYTHON (env) is the interpreter with the docker SDK (default: the first word of the command).
+# PYTHON (env) is the interpreter with the docker SDK (default: the command itself when it is a
+# python, else python3).
 # PGR_DOCKER_IMAGES (env) lists the majors to build (default 15,18).  Needs root.
 set -eu
 cd "$(dirname "$0")/.."
@@ -33,5 +34,11 @@ if [ -n "$need" ]; then
     # shellcheck disable=SC2086  # a list of package names
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
-PY=${PYTHON:-$1}
+if [ -z "${PYTHON:-}" ]; then
+    case "$(basename "$1")" in
+        python*) PYTHON=$1 ;;  # the command's own interpreter has the docker SDK
+        *) PYTHON=python3 ;;
+    esac
+fi
+PY=$PYTHON
 exec "$PY" tests/docker_support.py run --images "${PGR_DOCKER_IMAGES:-15,18}" -- "$@"

@@ -146,6 +146,20 @@ class Dockerd:
             self.proc.wait(10)
         if self.bridge:
             subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+        unmount_under(self.root)
+
+
+def unmount_under(root: Path) -> None:
+    """dockerd leaves mounts behind (its netns handle, a private bind of the data root): unmount
+    them, deepest first, so the state directory can be removed."""
+    prefix = str(root.resolve()) + "/"
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if (point + "/").startswith(prefix):
+            points.append(point)
+    for point in sorted(set(points), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
     def __enter__(self) -> Dockerd:
         return self.start()
