@@ -73,8 +73,17 @@ for arg in "$@"; do
     case "$arg" in -*) ;; *) [ -e "${arg%%::*}" ] && paths="" ;; esac
 done
 status=0
-# shellcheck disable=SC2086  # $paths is empty or one word
-"$VENV/bin/python" -m pytest $paths -p no:cacheprovider -ra -o timeout=900 "$@" || status=$?
+# As root the session runs next to a private Docker daemon (its own loopback-only network
+# namespace, images built from the PostgreSQL installed here), so the docker-runtime tests run
+# instead of skipping; elsewhere they skip with the reason.  Two workers by default
+# (PGRESTORE_TEST_WORKERS=0 runs serially): every server a test starts is its own.
+workers=${PGRESTORE_TEST_WORKERS:-2}
+xdist=""
+[ "$workers" -gt 0 ] && xdist="-n $workers"
+wrap=""
+[ "$(id -u)" -eq 0 ] && wrap="scripts/docker-test-env.sh"
+# shellcheck disable=SC2086  # $wrap, $paths and $xdist are empty or plain words
+$wrap "$VENV/bin/python" -m pytest $paths $xdist -p no:cacheprovider -ra -o timeout=900 "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "test.sh: pytest collected no tests: nothing was proven, failing" >&2
 fi
