@@ -241,3 +241,17 @@ def test_twin_newest_segment_zeroed_after_a_commit_is_not_reached(pg15, settings
         assert "without reading past it" in str(err.value)
     finally:
         shutil.rmtree(repo, ignore_errors=True)
+
+
+def test_twin_a_restore_over_its_timeout_is_timeout(pg15, settings_factory):
+    """The success twin is test_a_late_planned_segment_is_waited_for (default 6h limit)."""
+    late = newest_segment(pg15.repo).name
+
+    def slow(name):
+        if name == late:
+            time.sleep(6)
+
+    with pytest.raises(RestoreFailed) as err:
+        count_rows(settings_factory(pg15.file_url, timeout="3s"), Hooks(before_deliver=slow))
+    assert err.value.result.outcome == "TIMEOUT"
+    assert "--restore-timeout" in str(err.value)
