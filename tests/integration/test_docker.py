@@ -77,13 +77,16 @@ def test_pg18_latest(pg18, settings_factory, transfer):
     assert "image postgres:18" in result.evidence["binaries"]
 
 
-@pytest.mark.parametrize("mode", ["bind", "copy"])
-def test_pg18_time_target(pg18, settings_factory, mode):
+def test_pg18_time_target(pg18, settings_factory, transfer):
     c2 = pg18.commits["c2"]
-    settings = settings_factory(pg18.file_url, between(c2[0], c2[1]), runtime="docker", docker_mode=mode,
-                                docker_network="host")
-    rows, result = count_rows(settings)
+    rows, result = count_rows(settings_factory(pg18.file_url, between(c2[0], c2[1]), **transfer))
     assert (rows, result.outcome) == (pg18.rows_at("c2", 0), "REACHED")
+
+
+def test_pg18_backup_name_target(pg18, settings_factory, transfer):
+    name = pg18.backups["b1"].name
+    rows, result = count_rows(settings_factory(pg18.file_url, f"backup:{name}", **transfer))
+    assert (result.outcome, result.backup, rows) == ("REACHED", name, len(pg18.commits["c0"]))
 
 
 # -- what the container is --------------------------------------------------------------------------
