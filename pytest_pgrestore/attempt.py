@@ -16,7 +16,7 @@ from .result import Attempt, Outcome, RestoreResult
 from .rundir import RunDir, free_port, port_is_free
 from .runtimes.binaries import PgBinaries, find_binaries
 from .runtimes.local import LocalRuntime, server_owner
-from .spool import HEAD_START, WalSpool, write_wrapper
+from .spool import WalSpool, write_wrapper
 from .target import format_lsn
 from .verdict import decide
 
@@ -56,8 +56,8 @@ class RestoreAttempt:
             result.evidence["run_dir"] = str(self.rundir.path)
             if self.docker is not None:
                 self.docker.attach(self.rundir, port=self.port or free_port())
-            if self._runtime_chosen:  # the spool's owner is known: a head start while the base backup arrives
-                self._start_spool(head_start=HEAD_START)
+            if self._runtime_chosen:  # the spool's owner is known: fetch WAL while the base backup arrives
+                self._start_spool()
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
             with self.clock("recover", log_file=self.rundir.log_file), self._replay_progress():
@@ -119,17 +119,14 @@ class RestoreAttempt:
                 result.evidence["manifest_check"] = verify_backup(bins, run.pgdata, mat.manifest)
         return bins
 
-    def _start_spool(self, *, head_start: int | None = None) -> None:
+    def _start_spool(self) -> None:
         """Prefetch the plan's WAL into the run dir's spool.  Started before the base backup is
-        fetched with a ``head_start`` of a few segments (more would compete with the fetch for
-        CPU and bandwidth), so replay finds its first segments local; the spool reads through a
-        copy of the format, whose store the fetch layer does not wrap (WAL is not base backup)."""
+        fetched, so replay finds its first window of segments local; the spool reads through a
+        copy of the format whose store the fetch layer does not wrap (WAL is not base backup)."""
         import copy
 
         self.spool = WalSpool(copy.copy(self.restorer.format()), self.plan, self.rundir.spool, owner=self.owner,
-                              before_deliver=self.restorer.hooks.before_deliver)
-        self.spool.limit(head_start)
-        self.spool.start()
+                              before_deliver=self.restorer.hooks.before_deliver).start()
 
     def _progress(self):
         from .progress import Progress
@@ -162,7 +159,6 @@ class RestoreAttempt:
             run.chown_tree()
         if self.spool is None:
             self._start_spool()
-        self.spool.limit(None)  # the server starts: the whole window
         cmdline = dict(settings)  # the command line beats every file a hostile PGDATA could carry
         if self.docker is not None:
             self.result.evidence["runtime_detail"] = self.docker.describe()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WalSpool", "SpoolStats", "Withheld", "write_wrapper", "EXIT_CODES", "HEAD_START"]
+__all__ = ["WalSpool", "SpoolStats", "Withheld", "write_wrapper", "EXIT_CODES"]
 
 EXIT_CODES = {
     200: "the requested file name is not a WAL file name",
@@ -91,17 +91,6 @@ def write_wrapper(path: Path, spool: Path, harness_pid: int | None, *, max_wait_
     return path
 
 
-def _yield_cpu() -> None:
-    """Prefetch runs ahead of replay on spare CPU: this thread gets a lower priority (nice 10), so
-    on a small runner it never takes a core from PostgreSQL's startup process or from the base
-    backup's fetch.  What replay waits for right now (a re-fetch, an on-demand file) keeps the
-    normal priority."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux: the OS's own scheduling
-        pass
-
-
 class Withheld(Exception):
     """Raised by a ``before_deliver`` hook to hold one planned file back on purpose (the negative
     control): the spool answers "absent" for it, as for a name the store does not hold, instead
@@ -123,9 +112,6 @@ class SpoolStats:
 #: how far prefetch may run ahead of replay: this many segments, and at most this many bytes
 WINDOW_SEGMENTS = 64
 WINDOW_BYTES = 2 << 30
-#: segments fetched while the base backup is still arriving (measured on 2 cores: more competes
-#: with the base backup's fetch for CPU and costs more RTO than replay gains)
-HEAD_START = 8
 
 
 class WalSpool:
@@ -141,7 +127,7 @@ class WalSpool:
         self.fmt, self.plan, self.dir = fmt, plan, spool_dir
         segment = getattr(getattr(plan, "backup", None), "segment_size", None) or 16 << 20
         self.owner, self.concurrency = owner, concurrency
-        self.window = self._full_window = max(1, min(window, window_bytes // segment))
+        self.window = max(1, min(window, window_bytes // segment))
         self.before_deliver = before_deliver  # test hook: a late or failing delivery
         self.stats = SpoolStats()
         self._planned = {name: i for i, name in enumerate(plan.segments)}
@@ -201,13 +187,6 @@ class WalSpool:
                 raise TimeoutError(f"fetching {len(self.plan.segments)} planned WAL files took over {timeout:.0f}s")
             time.sleep(0.05)
 
-    def limit(self, segments: int | None) -> None:
-        """Prefetch at most ``segments`` ahead for now; ``None``: the full window again.  A head start
-        while the base backup is still being fetched, without competing with it for long."""
-        with self._lock:
-            self.window = self._full_window if segments is None else max(1, min(segments, self._full_window))
-            self._lock.notify_all()
-
     @property
     def position(self) -> int:
         """Index in ``plan.segments`` of the highest planned segment replay has asked for."""
@@ -221,7 +200,6 @@ class WalSpool:
 
     # -- prefetch --------------------------------------------------------------------------
     def _prefetch_loop(self) -> None:
-        _yield_cpu()
         while not self._stop.is_set():
             with self._lock:
                 while not self._stop.is_set() and (

@@ -52,14 +52,3 @@ def test_report_lines_show_the_cache_and_progress():
 def test_the_spool_window_is_64_segments_or_2_gib(tmp_path, segment, window):
     plan = SimpleNamespace(segments=[], segment_keys={}, backup=SimpleNamespace(segment_size=segment))
     assert WalSpool(None, plan, tmp_path / "spool", owner=None).window == window
-
-
-def test_a_head_start_limits_the_window_until_the_server_starts(tmp_path):
-    plan = SimpleNamespace(segments=[], segment_keys={}, backup=SimpleNamespace(segment_size=16 << 20))
-    spool = WalSpool(None, plan, tmp_path / "spool", owner=None)
-    spool.limit(8)
-    assert spool.window == 8
-    spool.limit(None)
-    assert spool.window == 64
-    spool.limit(1000)
-    assert spool.window == 64  # never past the full window
