@@ -56,8 +56,6 @@ class RestoreAttempt:
             result.evidence["run_dir"] = str(self.rundir.path)
             if self.docker is not None:
                 self.docker.attach(self.rundir, port=self.port or free_port())
-            if self._runtime_chosen:  # the spool's owner is known: fetch WAL while the base backup arrives
-                self._start_spool()
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
             with self.clock("recover", log_file=self.rundir.log_file), self._replay_progress():
@@ -119,15 +117,6 @@ class RestoreAttempt:
                 result.evidence["manifest_check"] = verify_backup(bins, run.pgdata, mat.manifest)
         return bins
 
-    def _start_spool(self) -> None:
-        """Prefetch the plan's WAL into the run dir's spool.  Started before the base backup is
-        fetched, so replay finds its first window of segments local; the spool reads through a
-        copy of the format whose store the fetch layer does not wrap (WAL is not base backup)."""
-        import copy
-
-        self.spool = WalSpool(copy.copy(self.restorer.format()), self.plan, self.rundir.spool, owner=self.owner,
-                              before_deliver=self.restorer.hooks.before_deliver).start()
-
     def _progress(self):
         from .progress import Progress
 
@@ -157,8 +146,8 @@ class RestoreAttempt:
                                        restore_command=f"/bin/sh '{wrapper}' %f %p", recovery=plan.recovery)
             conf = write_config(run.path, settings)
             run.chown_tree()
-        if self.spool is None:
-            self._start_spool()
+        self.spool = WalSpool(self.restorer.format(), plan, run.spool, owner=self.owner,
+                              before_deliver=self.restorer.hooks.before_deliver).start()
         cmdline = dict(settings)  # the command line beats every file a hostile PGDATA could carry
         if self.docker is not None:
             self.result.evidence["runtime_detail"] = self.docker.describe()

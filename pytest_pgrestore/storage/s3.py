@@ -190,8 +190,6 @@ class S3Store:
         self.close()
 
     def close(self) -> None:
-        if getattr(self, "_lean_get", None) is not None:
-            self._lean_get.close()
         self._client.close()
 
     def config_summary(self) -> dict[str, Any]:
@@ -298,9 +296,8 @@ class S3Store:
         extra = {"Range": f"bytes={start}-{end - 1}"}
         if etag is not None:
             extra["IfMatch"] = etag if etag.startswith(('"', "W/")) else f'"{etag}"'
-        resp = self._lean().get(self.bucket, full, extra)  # half the CPU of a client call; None: ask the client
         try:
-            resp = resp or self._get_object(full, extra, partial=True)
+            resp = self._get_object(full, extra, partial=True)
         except SourceError as exc:
             if start == 0 and _error_code(exc.__cause__) == "InvalidRange":
                 whole = self._get(key, {k: v for k, v in extra.items() if k == "IfMatch"}, partial=False)
@@ -356,13 +353,6 @@ class S3Store:
 
     def _error(self, exc: BaseException, operation: str, key: str) -> SourceError:
         return _map_error(exc, self, operation, key)
-
-    def _lean(self):
-        if getattr(self, "_lean_get", None) is None:
-            from .s3_lean import LeanGet
-
-            self._lean_get = LeanGet(self._client, self.settings.ca_bundle.value)
-        return self._lean_get
 
 
 class _BodyReader(io.RawIOBase):
