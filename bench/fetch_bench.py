@@ -1,0 +1,210 @@
+"""Stage ``fetch``: base backup fetch + extract, ours against the tools and a raw ceiling.
+
+For each format, in rounds (one run of every contender per round, so load drifting on a shared
+machine hits them alike), into a fresh directory each time:
+
+* ours        the format's ``materialize`` through the fetch layer (``fetch_concurrency`` = C);
+* ours, C=1   the same with one download in flight (no parallel ranged GETs);
+* the tool    ``pgbackrest restore --process-max=C`` / ``barman-cloud-restore``;
+* aws s3 cp   ``aws s3 cp s3://… - | lz4 -dc | tar -x`` (the plain tools; tar formats only);
+* ceiling     raw parallel GETs (C in flight, 8 MiB ranges) + lz4 decompression + write, one
+              file per object, no tar parsing — what this machine can do with these objects.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+PART = 8 << 20
+
+
+def run(bench) -> None:
+    c = bench.args.concurrency
+    for fmt in ("basebackup", "walg", "pgbackrest", "barman"):
+        contenders = contenders_for(bench, fmt, c)
+        medians = rounds(bench, fmt, contenders)
+        written = bench.state.get("db_bytes")
+        ours = medians[f"{fmt}: ours (C={c})"]
+        fig = {"ours_seconds": ours, "restored_bytes": written, "concurrency": c}
+        for label, secs in medians.items():
+            fig[label] = secs
+        for other, key in (("tool", _tool_label(fmt, c)), ("ceiling", f"{fmt}: ceiling (C={c})"),
+                           ("aws_cli", f"{fmt}: aws s3 cp | lz4 | tar"), ("ours_c1", f"{fmt}: ours (C=1)")):
+            if key in medians:
+                fig[f"vs_{other}"] = round(medians[key] / ours, 3)  # throughput ratio ours ÷ theirs
+        bench.figure(f"fetch {fmt}", **fig)
+
+
+def _tool_label(fmt: str, c: int) -> str:
+    return {"pgbackrest": f"pgbackrest: pgbackrest restore --process-max={c}",
+            "barman": "barman: barman-cloud-restore"}.get(fmt, "")
+
+
+def rounds(bench, fmt: str, contenders: dict) -> dict[str, float]:
+    import statistics
+    import time
+
+    from build import log
+
+    dest = bench.work / "fetch-dest"
+    times: dict[str, list[float]] = {label: [] for label in contenders}
+    for _ in range(bench.args.runs):
+        for label, fn in contenders.items():
+            bench.fresh(dest)
+            os.sync()  # the previous run's dirty pages are not the next one's cost
+            t = time.monotonic()
+            fn(dest)
+            times[label].append(time.monotonic() - t)
+    out = {}
+    for label, values in times.items():
+        out[label] = round(statistics.median(values), 3)
+        bench.results["runs"][label] = [round(v, 3) for v in values]
+        log(f"  {label:<58} {out[label]:8.3f} s  ({', '.join(f'{v:.2f}' for v in values)})")
+    import shutil
+
+    shutil.rmtree(dest, ignore_errors=True)
+    return out
+
+
+def contenders_for(bench, fmt: str, c: int) -> dict:
+    from pytest_pgrestore.formats import get_format
+    from pytest_pgrestore.storage.s3 import S3Store
+
+    url = bench.state[fmt]["url"]
+    bucket, _, rest = url[len("s3://"):].partition("/")
+    prefix, _, query = rest.partition("?")
+    store = S3Store(bucket, prefix, env=bench.env)
+    fmt_obj = get_format(store, fmt, env=bench.env, selector=dict([query.split("=")]) if query else {})
+    backup = fmt_obj.catalog().backups[-1]
+    out = {f"{fmt}: ours (C={c})": lambda d: ours(fmt_obj, backup, d, c),
+           f"{fmt}: ours (C=1)": lambda d: ours(fmt_obj, backup, d, 1)}
+    if fmt == "pgbackrest":
+        out[_tool_label(fmt, c)] = lambda d: bench.pgbackrest.run(
+            "restore", f"--set={backup.name}", f"--pg1-path={d}", "--type=none", f"--process-max={c}",
+            timeout=1800)
+    if fmt == "barman":
+        out[_tool_label(fmt, c)] = lambda d: barman_restore(bench, backup.name, d)
+    objects = backup_objects(fmt, fmt_obj, backup)
+    if fmt in ("basebackup", "barman"):
+        out[f"{fmt}: aws s3 cp | lz4 | tar"] = lambda d: aws_cp_tar(bench, bucket, prefix, objects[0][0], d)
+    out[f"{fmt}: ceiling (C={c})"] = lambda d: ceiling(bench, bucket, prefix, objects, d, c)
+    return out
+
+
+def ours(fmt_obj, backup, dest: Path, concurrency: int) -> None:
+    from pytest_pgrestore.fetch import fetching
+
+    settings = SimpleNamespace(fetch_concurrency=concurrency, cache=None, progress="off")
+    result = SimpleNamespace(evidence={})
+    with fetching(fmt_obj, settings, result, backup=backup):
+        fmt_obj.materialize(backup, dest / "pgdata", dest, owner=None)
+
+
+def backup_objects(fmt: str, fmt_obj, backup) -> list[tuple[str, int]]:
+    """(key relative to the store's prefix, size) of every data object of ``backup``, biggest first."""
+    store = fmt_obj.store
+    if fmt == "basebackup":
+        keys = list(backup.details["tars"].values())
+    elif fmt == "walg":
+        keys = list(backup.details["tars"].values())
+    elif fmt == "barman":
+        keys = list(backup.details["tars"].values())
+    else:  # pgbackrest: every file of the backup's folder but the manifest
+        base = f"backup/{fmt_obj.stanza}/{backup.name}/"
+        return sorted(((i.key, i.size) for i in store.list(base) if i.key.endswith(".lz4")),
+                      key=lambda o: -o[1])
+    return sorted(((k, store.stat(k).size) for k in keys), key=lambda o: -o[1])
+
+
+def barman_restore(bench, backup_id: str, dest: Path) -> None:
+    exe = Path(sys.executable).parent / "barman-cloud-restore"
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **bench.tool_env}
+    subprocess.run([str(exe), "--cloud-provider", "aws-s3", "--endpoint-url", bench.s3.https_endpoint,
+                    "s3://barman/cloud", "pg", backup_id, str(dest / "pgdata")],
+                   check=True, capture_output=True, env=env, timeout=1800)
+
+
+def aws_cp_tar(bench, bucket: str, prefix: str, key: str, dest: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+           **bench.tool_env}
+    url = f"s3://{bucket}/{prefix}/{key}"
+    subprocess.run(f"aws --endpoint-url {bench.s3.https_endpoint} s3 cp {url} - | lz4 -q -dc | tar -x -C {dest}",
+                   shell=True, check=True, capture_output=True, env=env, timeout=1800)
+
+
+# -- the ceiling ----------------------------------------------------------------------------------
+def ceiling(bench, bucket: str, prefix: str, objects: list[tuple[str, int]], dest: Path, c: int) -> None:
+    """Raw parallel GETs + lz4 decompression + writes: large objects as ranged parts (C in flight)
+    decoded in order; small ones C at a time, whole.  Decoding and writing run on two threads."""
+    client = raw_client(bench, c)
+    pool = ThreadPoolExecutor(c)
+    try:
+        small = [o for o in objects if o[1] <= PART]
+        for i, (key, size) in enumerate(o for o in objects if o[1] > PART):
+            _large(client, pool, bucket, f"{prefix}/{key}", size, dest / f"large-{i}", c)
+        list(pool.map(lambda o: _small(client, bucket, f"{prefix}/{o[0]}", dest / f"small-{hash(o[0])}"),
+                      small))
+    finally:
+        pool.shutdown()
+        client.close()
+
+
+def raw_client(bench, c: int):
+    import boto3
+    from botocore.config import Config
+
+    env = bench.env
+    session = boto3.session.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    return session.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], verify=env["AWS_CA_BUNDLE"],
+                          config=Config(s3={"addressing_style": "path"}, max_pool_connections=c + 2))
+
+
+def _small(client, bucket: str, key: str, out: Path) -> None:
+    import lz4.frame
+
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    out.write_bytes(lz4.frame.decompress(body))
+
+
+def _large(client, pool, bucket: str, key: str, size: int, out: Path, c: int) -> None:
+    import lz4.frame
+
+    def get(start: int) -> bytes:
+        end = min(start + PART, size) - 1
+        return client.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")["Body"].read()
+
+    starts = list(range(0, size, PART))
+    pending: list = []
+    dec = lz4.frame.LZ4FrameDecompressor()
+    q: queue.Queue = queue.Queue(16)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    writer = threading.Thread(target=_write_loop, args=(fd, q))
+    writer.start()
+    try:
+        nxt = 0
+        while nxt < len(starts) or pending:
+            while nxt < len(starts) and len(pending) < c:
+                pending.append(pool.submit(get, starts[nxt]))
+                nxt += 1
+            data = memoryview(pending.pop(0).result())
+            for i in range(0, len(data), 128 << 10):  # ~1 MB of output a step: cache-sized, no huge buffers
+                q.put(dec.decompress(data[i : i + (128 << 10)]))
+    finally:
+        q.put(None)
+        writer.join()
+        os.close(fd)
+
+
+def _write_loop(fd: int, q: queue.Queue) -> None:
+    while (data := q.get()) is not None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]

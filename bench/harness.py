@@ -1,0 +1,175 @@
+"""The benchmark's session: SeaweedFS over TLS on the work dir's data, the built data, the stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from build import build, log, pgbackrest_config, reuse
+
+TLS_DIR = "tls"
+STAGES = ("fetch", "wal", "replay", "rss", "cache", "xdist")
+
+
+class Bench:
+    def __init__(self, args) -> None:
+        self.args = args
+        self.work: Path = args.workdir.absolute()
+        self.s3 = None
+        self.state: dict = {}
+        self.results: dict = {"figures": {}, "runs": {}}
+        self.started = time.monotonic()
+
+    # -- session ---------------------------------------------------------------------------
+    def __enter__(self) -> Bench:
+        from tool_support import self_signed_cert
+
+        from pytest_pgrestore.demo.seaweed import SeaweedS3
+
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.work.chmod(0o755)
+        state = reuse(self.work) if self.args.reuse else None
+        if state is None:
+            for name in ("src", "bb-repo", "walg-repo", "s3", "pgbr-tool", "barman-tool", TLS_DIR):
+                shutil.rmtree(self.work / name, ignore_errors=True)
+            (self.work / "state.json").unlink(missing_ok=True)
+        tls = self.work / TLS_DIR
+        self.cert, key = (tls / "s3-cert.pem", tls / "s3-key.pem") if tls.is_dir() else self_signed_cert(tls)
+        self.s3 = SeaweedS3(self.work / "s3", tls=(self.cert, key), start_timeout=60).start()
+        try:
+            if state is None:
+                log(f"building the data in {self.work} (pgbench -i -s {self.args.scale})")
+                state = build(self.work, self.s3, self.cert, scale=self.args.scale,
+                              pgbench_seconds=self.args.pgbench_seconds)
+            self.state = state
+            self.pgbackrest = pgbackrest_config(self.work, self.s3)
+        except BaseException:
+            self.s3.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.s3 is not None:
+            self.s3.stop()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Read-only AWS_* for our side, over the same TLS endpoint the tools use."""
+        return {**self.s3.env(readonly=True), "AWS_ENDPOINT_URL": self.s3.https_endpoint,
+                "AWS_CA_BUNDLE": str(self.cert), "AWS_CONFIG_FILE": "/dev/null",
+                "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+
+    @property
+    def tool_env(self) -> dict[str, str]:
+        """What barman-cloud and the aws CLI read (the admin key: the tools list buckets)."""
+        return {"AWS_ACCESS_KEY_ID": self.s3.admin.access_key, "AWS_SECRET_ACCESS_KEY": self.s3.admin.secret_key,
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_CA_BUNDLE": str(self.cert),
+                "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null",
+                "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+
+    def stages(self) -> list[str]:
+        only = self.args.only
+        return list(STAGES) if only == "all" else only.split(",")
+
+    def run(self) -> None:
+        self.results["machine"] = machine()
+        self.results["data"] = self.state
+        for stage in self.stages():
+            if stage == "build":  # done on entry
+                continue
+            t = time.monotonic()
+            log(f"stage {stage} (load average {os.getloadavg()[0]:.1f})")
+            getattr(self, f"stage_{stage}")()
+            log(f"stage {stage} done in {time.monotonic() - t:.0f} s")
+        self.results["seconds"] = round(time.monotonic() - self.started, 1)
+        self.write()
+
+    # -- measuring -------------------------------------------------------------------------
+    def timed(self, label: str, fn, *, setup=None, runs: int | None = None) -> float:
+        """Median of ``runs`` timings of ``fn()``; each run's value is kept in the results."""
+        values = []
+        for _ in range(runs or self.args.runs):
+            if setup:
+                setup()
+            t = time.monotonic()
+            fn()
+            values.append(time.monotonic() - t)
+        self.results["runs"][label] = [round(v, 3) for v in values]
+        med = round(statistics.median(values), 3)
+        log(f"  {label:<58} {med:8.3f} s  ({', '.join(f'{v:.2f}' for v in values)})")
+        return med
+
+    def figure(self, name: str, **values) -> None:
+        self.results["figures"][name] = values
+
+    def fresh(self, path: Path) -> Path:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        from tool_support import chown_tree
+
+        chown_tree(path)
+        return path
+
+    def write(self) -> None:
+        from report import markdown
+
+        out = self.args.out
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(self.results, indent=1) + "\n")
+        (out / "results.md").write_text(markdown(self.results))
+        log(f"results: {out / 'results.json'}, {out / 'results.md'}")
+
+    # -- stages (each in its own module) -----------------------------------------------------
+    def stage_fetch(self) -> None:
+        from fetch_bench import run
+
+        run(self)
+
+    def stage_wal(self) -> None:
+        from wal_bench import run
+
+        run(self)
+
+    def stage_replay(self) -> None:
+        from replay_bench import run
+
+        run(self)
+
+    def stage_rss(self) -> None:
+        from replay_bench import run_rss
+
+        run_rss(self)
+
+    def stage_cache(self) -> None:
+        from replay_bench import run_cache
+
+        run_cache(self)
+
+    def stage_xdist(self) -> None:
+        from replay_bench import run_xdist
+
+        run_xdist(self)
+
+
+def machine() -> dict:
+    def cmd(argv):
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return None
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), None)
+    mem = next((int(ln.split()[1]) // 1024 for ln in Path("/proc/meminfo").read_text().splitlines()
+                if ln.startswith("MemTotal")), None)
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_mb": mem, "kernel": platform.release(),
+            "os": cmd(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]), "python": platform.python_version(),
+            "postgresql": cmd(["/usr/lib/postgresql/15/bin/postgres", "--version"]),
+            "pgbackrest": cmd(["pgbackrest", "version"]),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
