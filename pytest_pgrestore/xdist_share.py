@@ -76,6 +76,8 @@ class SharedRestores:
         from .manager import key_for
 
         key = key_for(settings)
+        self.dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, exist_ok=True)  # the password seeds in it are for the harness only
         base = self.dir / sha256(f"{key.source}\0{key.target}\0{key.format}".encode()).hexdigest()[:24]
         with FileLock(f"{base}.lock"):
             state = _read_json(base.with_suffix(".json"))
@@ -167,6 +169,8 @@ class _Controller:
         """Stop every shared server and remove its run dir; then whatever else this controller owns."""
         from .rundir import RunDir, list_run_dirs
 
+        if not self.dir.is_dir():
+            return  # no worker restored anything
         kept = set()
         for path in sorted(self.dir.glob("*.json")):
             state = _read_json(path) or {}
@@ -210,14 +214,13 @@ def _runs(pid: int, marker: bytes) -> bool:
 
 
 def _make_dir(workdir: Path) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
+    """The share dir's path; the first worker that restores creates it (nothing is made for a
+    run that restores nothing)."""
     for old in workdir.glob("xdist-*"):  # a controller killed before its teardown
         pid = old.name.split("-")[1]
         if pid.isdigit() and not os.path.isdir(f"/proc/{pid}"):
             shutil.rmtree(old, ignore_errors=True)
-    path = workdir / f"xdist-{os.getpid()}-{secrets.token_hex(4)}"
-    path.mkdir(mode=0o700)
-    return path
+    return workdir / f"xdist-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 # -- wiring ---------------------------------------------------------------------------------------
