@@ -172,13 +172,13 @@ class Writer:
                 elif not failed:
                     if len(item) > 2:
                         item[2](what)
-                    _write_all(fd, what)
+                    write_all(fd, what)
             except BaseException as exc:  # kept for the caller; later writes are dropped
                 if self._error is None:
                     self._error = exc
 
 
-def _write_all(fd: int, data) -> None:
+def write_all(fd: int, data) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)

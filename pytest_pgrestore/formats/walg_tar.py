@@ -156,6 +156,14 @@ def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_s
         return apply_increment(_MemberData(tar), target, label=name, block_size=block_size)
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, stat.S_IRUSR | stat.S_IWUSR)
+    if member.size <= _CHUNK:  # most files: written here, no hand-off to the writer thread
+        from ..codecs import write_small
+
+        written = write_small(fd, tar, owner)
+        if written != member.size:
+            raise CorruptBackup(f"{label}: member {member.name!r} is short ({written} of {member.size} bytes)",
+                                checked="member sizes", fix="the object is truncated; restore from another backup")
+        return written
     written = 0
     try:
         while chunk := tar.read_data(_CHUNK):
