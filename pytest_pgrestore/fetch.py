@@ -2,9 +2,11 @@
 
 For the time of one ``materialize`` the format's store is wrapped in a :class:`FetchLayer`:
 
-* an object larger than one part (8 MiB) is read as consecutive ranged GETs, several in flight
-  (``concurrency``) ahead of the reader, all guarded by ``If-Match`` on the ETag the first
-  response carried, so the bytes are one version of the object.  The first part streams straight
+* an object larger than one part (8 MiB) is read as consecutive ranged GETs ahead of the reader,
+  all guarded by ``If-Match`` on the ETag the first response carried, so the bytes are one
+  version of the object.  One part is fetched ahead; each time the reader has to wait for a
+  part, twice as many go in flight, up to ``concurrency``: a fast link is read as one stream
+  with read-ahead (parallel GETs only cost CPU there, measured), a slow one in parallel.  The first part streams straight
   from its response; the others wait in memory, at most ``buffer_bytes`` for the whole fetch, so
   peak memory does not grow with the backup.  The reader sees one ordinary stream: decompression
   and tar extraction stay what the format made them, one stream per object;
@@ -189,6 +191,7 @@ class _PartReader(io.RawIOBase):
         self._view: memoryview | None = None
         self._pos = 0  # within _view
         self._delivered = 0
+        self._want = 1  # parts in flight: one ahead, more only when the reader had to wait
         self._schedule()
 
     def readable(self) -> bool:
@@ -198,7 +201,7 @@ class _PartReader(io.RawIOBase):
         """Keep up to ``depth`` parts in flight, as the memory budget allows; ``force``: the
         reader waits for its next part, which it may always fetch (no reader starves)."""
         layer = self.layer
-        while self._next < self.total and len(self._pending) < layer.depth:
+        while self._next < self.total and len(self._pending) < self._want:
             if not layer._slots.take(force=force and not self._pending):
                 return
             start, end = self._next, min(self._next + layer.part_size, self.total)
@@ -253,7 +256,10 @@ class _PartReader(io.RawIOBase):
                                       fix="the store broke off the transfer; re-run the drill")
                 return 0
             self._view, self._pos = None, 0
-            self._view = self._pending.popleft().result()
+            fut = self._pending.popleft()
+            if not fut.done():  # the network, not the reader, is behind: more parts in flight
+                self._want = min(self._want * 2, self.layer.depth)
+            self._view = fut.result()
             self.layer._slots.give()
             self._schedule()
 
