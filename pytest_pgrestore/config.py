@@ -522,7 +522,8 @@ def _parse_progress(value: object, origin: str) -> str | float:
 
 OPTIONS += (
     OptionSpec("fetch_concurrency", "8", _parse_concurrency,
-               "downloads in flight while fetching a base backup (parts of one large object, or several objects)"),
+               "most ranged parts of a large base-backup object in flight ahead of the reader (one at first, "
+               "more each time the reader waits for the network); 1: one plain stream per object"),
     OptionSpec("cache", "off", _parse_cache,
                "keep fetched base-backup objects across runs, keyed by their ETag: off, on (the flag alone: "
                "~/.cache/pytest-pgrestore/backups) or a directory; it holds production data", const="on"),
