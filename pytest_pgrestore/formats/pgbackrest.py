@@ -46,7 +46,7 @@ from .pgbackrest_info import (
     parse_ini,
     parse_manifest,
 )
-from .pgbackrest_io import open_codec, reroot
+from .pgbackrest_io import decode_whole, open_codec, reroot
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ __all__ = ["PgBackRestFormat", "UnsupportedRepository", "StanzaError"]
 _DETECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store → archive/ listing, used once
 _BACKUP_FILE_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup\Z")
 _WORKERS = 8
+_WHOLE = 4 << 20  # files up to this size are read in one piece and decoded in one call
 
 
 class StanzaError(FormatError):
@@ -353,14 +354,16 @@ class PgBackRestFormat:
         digest, written = hashlib.sha1(), 0
         counted = _Counting(raw, cancel)
         try:
-            with open_codec(counted, codec, label=where) as stream, _writer(f.size) as writer:
-                while chunk := stream.read(1 << 20):
-                    if writer is None:
-                        digest.update(chunk)
-                        out.write(chunk)
-                    else:  # a large file: hashed and written on a second thread while the next chunk decodes
-                        writer.write(out.fileno(), chunk, also=digest.update)
-                    written += len(chunk)
+            if f.size <= _WHOLE and codec in ("none", "lz4", "zst", "gz", "bz2"):
+                try:  # most files of a cluster: one read, one decode call, one write
+                    data = decode_whole(_read_all(counted, f.repo_size or f.size), codec, f.size + 1)
+                finally:
+                    counted.close()
+                digest.update(data)
+                out.write(data)
+                written = len(data)
+            else:
+                written = self._copy_stream(counted, codec, where, f.size, out, digest)
         except (OSError, EOFError, ValueError, RuntimeError) as exc:
             if isinstance(exc, InterruptedError) or (isinstance(exc, OSError) and exc.errno is not None):
                 raise  # cancelled, or a local I/O error (disk full): not a property of the backup
@@ -376,6 +379,27 @@ class PgBackRestFormat:
                 fix="the repository file is damaged: run `pgbackrest verify` on the repository, and restore "
                     "another backup")
         return counted.count, written
+
+    @staticmethod
+    def _copy_stream(counted, codec: str, where: str, size: int, out, digest) -> int:
+        written = 0
+        with open_codec(counted, codec, label=where) as stream, _writer(size) as writer:
+            while chunk := stream.read(1 << 20):
+                if writer is None:
+                    digest.update(chunk)
+                    out.write(chunk)
+                else:  # a large file: hashed and written on a second thread while the next chunk decodes
+                    writer.write(out.fileno(), chunk, also=digest.update)
+                written += len(chunk)
+        return written
+
+
+def _read_all(raw, expected: int) -> bytes:
+    """Every byte of ``raw``: the expected size in one read, then whatever else it has."""
+    chunks = []
+    while chunk := raw.read(max(expected, 1 << 16)):
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _writer(size: int):

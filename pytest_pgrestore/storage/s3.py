@@ -23,6 +23,7 @@ import http.client
 import io
 import logging
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -175,7 +176,8 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.settings = settings if settings is not None else s3_settings_from_env(env)
-        self._client, self._region, self._key_hint = _make_client(self.settings)
+        self._client, self._region, self._key_hint, self._credentials = _make_client(self.settings)
+        self._lean_get = None  # made on the first GET (:mod:`.s3_lean`)
         self._boto_errors = (BotoCoreError, ClientError)
         self.endpoint: str = self._client.meta.endpoint_url
         self.description = f"s3://{bucket}/{self.prefix.rstrip('/')} (endpoint {self.endpoint})"
@@ -190,6 +192,8 @@ class S3Store:
         self.close()
 
     def close(self) -> None:
+        if self._lean_get is not None:
+            self._lean_get.close()
         self._client.close()
 
     def config_summary(self) -> dict[str, Any]:
@@ -338,6 +342,9 @@ class S3Store:
         return io.BufferedReader(reader, buffer_size=1 << 20)
 
     def _get_object(self, full: str, extra: dict[str, str], *, partial: bool) -> dict[str, Any]:
+        resp = self._lean().get(full, extra)  # a third of the client's CPU; None: ask the client
+        if resp is not None:
+            return resp
         try:
             resp = self._client.get_object(Bucket=self.bucket, Key=full, **extra)
         except self._boto_errors as exc:
@@ -353,6 +360,16 @@ class S3Store:
 
     def _error(self, exc: BaseException, operation: str, key: str) -> SourceError:
         return _map_error(exc, self, operation, key)
+
+    def _lean(self):
+        if self._lean_get is None:
+            from .s3_lean import LeanGet
+
+            with _LEAN_LOCK:
+                if self._lean_get is None:
+                    self._lean_get = LeanGet(self._client, self._credentials, self.bucket,
+                                             verify=self.settings.ca_bundle.value)
+        return self._lean_get
 
 
 class _BodyReader(io.RawIOBase):
@@ -441,6 +458,8 @@ class _BodyReader(io.RawIOBase):
         super().close()
 
 
+_LEAN_LOCK = threading.Lock()
+
 #: ranged GETs one read may make after its connection broke off
 MAX_RESUMES = 5
 
@@ -474,7 +493,7 @@ def _range_of(header: str | None) -> tuple[int, int | None]:
     return int(first), int(last) + 1 if last else None
 
 
-def _make_client(settings: S3Settings) -> tuple[BaseClient, Sourced[str], str | None]:
+def _make_client(settings: S3Settings) -> tuple[BaseClient, Sourced[str], str | None, Any]:
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ProfileNotFound
@@ -526,7 +545,7 @@ def _make_client(settings: S3Settings) -> tuple[BaseClient, Sourced[str], str | 
         creds = None
     # the first 4 characters identify which key was used without revealing it
     key_hint = creds.access_key[:4] if creds is not None and creds.access_key else None
-    return client, region, key_hint
+    return client, region, key_hint, creds
 
 
 def _refuse_writes(model: Any, **_: Any) -> None:

@@ -77,15 +77,19 @@ def test_a_large_object_comes_as_parallel_ranged_parts_byte_identical(objects, p
     assert layer._slots.free == free  # every buffered part was given back
 
 
-@pytest.mark.parametrize(("key", "gets"), [("small", 1), ("empty", 2)])  # S3 refuses any range of an empty object
-def test_an_object_of_one_part_or_less_is_read_whole(objects, proxy, seaweed, key, gets):
+@pytest.mark.parametrize("key", ["small", "empty"])
+def test_an_object_of_one_part_or_less_is_read_whole(objects, proxy, seaweed, key):
     layer = FetchLayer(store_via(proxy, seaweed), concurrency=4, part_size=PART)
     try:
         with layer.open(key) as f:
             assert f.read() == objects[f"o/{key}"]
     finally:
         layer.close()
-    assert len([r for r in proxy.requests_for(f"/{BUCKET}/o/{key}") if r.method == "GET"]) == gets
+    gets = [r for r in proxy.requests_for(f"/{BUCKET}/o/{key}") if r.method == "GET"]
+    if key == "small":
+        assert len(gets) == 1  # its first part is all of it
+    else:  # S3 refuses any range of an empty object (416, asked again by the client): then one plain GET
+        assert [r for r in gets if "range" not in r.headers] == gets[-1:]
     assert layer.stats.ranged_objects == 0
 
 
@@ -148,3 +152,40 @@ def test_a_local_store_is_read_as_it_is_and_counted(tmp_path):
     finally:
         layer.close()
     assert layer.stats.bytes_network == 5000 and layer.stats.objects == 1
+
+
+def test_gets_are_signed_requests_of_our_own_and_a_refusal_is_explained_by_the_client(objects, proxy, seaweed):
+    """Base-backup GETs skip boto3's per-call machinery (signed by botocore's SigV4 signer, sent by
+    urllib3, marked by our User-Agent); a GET the server refuses is asked again by the full client,
+    whose error names the object and never carries the signature."""
+    from pytest_pgrestore.errors import SourceNotFound
+
+    layer = FetchLayer(store_via(proxy, seaweed), concurrency=4, part_size=PART)
+    try:
+        with layer.open("small") as f:
+            assert f.read() == objects["o/small"]
+        with pytest.raises(SourceNotFound) as err:
+            layer.open("no-such-object")
+    finally:
+        layer.close()
+    (get,) = [r for r in proxy.requests_for(f"/{BUCKET}/o/small") if r.method == "GET"]
+    assert get.headers["user-agent"].startswith("pytest-pgrestore")
+    assert get.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+    missing = [r for r in proxy.requests_for(f"/{BUCKET}/o/no-such-object") if r.method == "GET"]
+    assert missing[0].headers["user-agent"].startswith("pytest-pgrestore")
+    assert "Boto3" in missing[-1].headers["user-agent"]  # then the client, which maps the error
+    assert f"s3://{BUCKET}/o/no-such-object" in str(err.value) and "Signature" not in str(err.value)
+
+
+def test_a_wrong_secret_fails_as_denied_naming_the_secret_and_never_showing_it(objects, proxy, seaweed):
+    from pytest_pgrestore.errors import AccessDenied
+
+    env = {**seaweed.env(readonly=True), "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    layer = FetchLayer(S3Store(BUCKET, "o", env=env), concurrency=4, part_size=PART)
+    try:
+        with pytest.raises(AccessDenied) as err:
+            layer.open("small")
+    finally:
+        layer.close()
+    assert "secret key is wrong" in str(err.value) and "not-the-secret" not in str(err.value)
+    assert len([r for r in proxy.requests_for(f"/{BUCKET}/o/small") if r.method == "GET"]) >= 2  # lean, then client

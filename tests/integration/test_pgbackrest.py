@@ -169,8 +169,19 @@ def test_posix_tablespace_lands_in_the_run_dir(pgbr_posix, settings_factory):
         assert location.startswith(str(inst.run_dir)), location
 
 
+@pytest.fixture(params=["whole", "streamed"])
+def file_path(request, monkeypatch):
+    """Which of the two ways a file is copied: small files are read and decoded in one call, large
+    ones streamed; "streamed" sends every file, however small, down the streaming path."""
+    if request.param == "streamed":
+        from pytest_pgrestore.formats import pgbackrest
+
+        monkeypatch.setattr(pgbackrest, "_WHOLE", -1)
+    return request.param
+
+
 @pytest.mark.parametrize("codec", ["lz4", "lz4 incr", "bz2", "none"])
-def test_posix_each_compression_restores_by_name(pgbr_posix, settings_factory, codec):
+def test_posix_each_compression_restores_by_name(pgbr_posix, settings_factory, codec, file_path):
     label = next(k for k, v in pgbr_posix.extra["codec_backups"].items() if v == codec)
     rows, result = restore_rows(settings_factory(pgbr_posix.url, f"backup:{label}"))
     assert (rows, result.outcome) == (pgbr_posix.total_rows, "REACHED")
@@ -257,16 +268,16 @@ def _stored_file(repo: Path, label: str, suffix: str) -> Path:
     return max((p for p in files if p.name.endswith(suffix)), key=lambda p: p.stat().st_size)
 
 
-@pytest.mark.parametrize("codec", ["none", "bz2"])
-def test_twin_flipped_byte_is_named_by_pgbackrests_checksum(pgbr_posix, settings_factory, codec):
+@pytest.mark.parametrize("codec", ["none", "bz2", "lz4"])
+def test_twin_flipped_byte_is_named_by_pgbackrests_checksum(pgbr_posix, settings_factory, codec, file_path):
     label = next(k for k, v in pgbr_posix.extra["codec_backups"].items() if v == codec)
-    repo = copy_repo(pgbr_posix, f"flip-{codec}")
+    repo = copy_repo(pgbr_posix, f"flip-{codec}-{file_path}")
     try:
-        victim = _stored_file(repo, label, "" if codec == "none" else ".bz2")
+        victim = _stored_file(repo, label, "" if codec == "none" else f".{codec}")
         data = bytearray(victim.read_bytes())
         data[len(data) // 2] ^= 0x01
         victim.write_bytes(bytes(data))
-        rel = str(victim.relative_to(repo / "backup/main" / label)).removesuffix(".bz2")
+        rel = str(victim.relative_to(repo / "backup/main" / label)).removesuffix(f".{codec}")
         with pytest.raises(CorruptBackup) as err:
             restore_rows(settings_factory(f"file://{repo}", f"backup:{label}"))
         assert rel in err.value.what
