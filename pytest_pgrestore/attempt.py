@@ -16,7 +16,7 @@ from .result import Attempt, Outcome, RestoreResult
 from .rundir import RunDir, free_port, port_is_free
 from .runtimes.binaries import PgBinaries, find_binaries
 from .runtimes.local import LocalRuntime, server_owner
-from .spool import WalSpool, write_wrapper
+from .spool import HEAD_START_SEGMENTS, WalSpool, write_wrapper
 from .target import format_lsn
 from .verdict import decide
 
@@ -56,6 +56,8 @@ class RestoreAttempt:
             result.evidence["run_dir"] = str(self.rundir.path)
             if self.docker is not None:
                 self.docker.attach(self.rundir, port=self.port or free_port())
+            if self._runtime_chosen:  # the spool's owner is known: replay's first WAL arrives with the backup
+                self._start_spool(early=True)
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
             with self.clock("recover", log_file=self.rundir.log_file), self._replay_progress():
@@ -117,6 +119,19 @@ class RestoreAttempt:
                 result.evidence["manifest_check"] = verify_backup(bins, run.pgdata, mat.manifest)
         return bins
 
+    def _start_spool(self, *, early: bool = False) -> None:
+        """Prefetch the plan's WAL into the run dir's spool, up to its window.  Started ``early``
+        (before the base backup is fetched, when the runtime, so the spool's owner, is already
+        known) it fetches replay's first :data:`HEAD_START_SEGMENTS` only, until the server
+        starts: replay then does not wait at its start, and the download keeps its CPU.  The
+        spool reads through a copy of the format, whose store the fetch layer does not wrap (WAL
+        is not base backup: not counted in its bytes, not put in the cache)."""
+        import copy
+
+        self.spool = WalSpool(copy.copy(self.restorer.format()), self.plan, self.rundir.spool, owner=self.owner,
+                              before_deliver=self.restorer.hooks.before_deliver)
+        self.spool.start(head_start=HEAD_START_SEGMENTS if early else None)
+
     def _progress(self):
         from .progress import Progress
 
@@ -146,8 +161,9 @@ class RestoreAttempt:
                                        restore_command=f"/bin/sh '{wrapper}' %f %p", recovery=plan.recovery)
             conf = write_config(run.path, settings)
             run.chown_tree()
-        self.spool = WalSpool(self.restorer.format(), plan, run.spool, owner=self.owner,
-                              before_deliver=self.restorer.hooks.before_deliver).start()
+        if self.spool is None:
+            self._start_spool()
+        self.spool.widen()
         cmdline = dict(settings)  # the command line beats every file a hostile PGDATA could carry
         if self.docker is not None:
             self.result.evidence["runtime_detail"] = self.docker.describe()

@@ -160,41 +160,81 @@ class Probe:
     timeline: int | None = None
 
 
+_PROBE_SQL = ("select pg_is_in_recovery(), "
+              "case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() end, "
+              "pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()")
+
+
 def probe(socket_dir: Path, port: int, user: str) -> Probe | None:
     """Ask the server where recovery is; None while it does not accept connections yet."""
-    import psycopg
+    with Prober(socket_dir, port) as ask:
+        return ask(user)
 
-    from .target import parse_lsn
 
-    try:
-        conn = psycopg.connect(host=str(socket_dir), port=port, user=user, dbname="template1",
-                               connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        msg = str(exc)
-        if re.search(r'role "[^"]+" does not exist', msg):
-            raise PgRestoreError(f"the restored cluster has no role {user!r}",
-                                 checked="connecting to the restored server as --restore-user",
-                                 fix="set --restore-user (env PGRESTORE_USER) to a role that exists "
-                                     "in the backup") from exc
-        return None
-    try:
-        with conn:
-            row = conn.execute(
-                "select pg_is_in_recovery(), "
-                "case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() end, "
-                "pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()").fetchone()
-    except psycopg.OperationalError:
-        return None  # the server went down between connect and query (e.g. FATAL at the end of recovery)
-    in_recovery, pause, lsn, ts = row
-    return Probe(promoted=not in_recovery, paused=pause == "paused",
-                 replay_lsn=parse_lsn(lsn) if lsn else None, last_replay_time=ts)
+class Prober:
+    """Asks the server where recovery is over one connection, kept between calls.
+
+    A new connection every poll costs the server a fork and an authentication (SCRAM: thousands
+    of hash rounds on both sides) next to the startup process replaying WAL on a CI runner's
+    few cores; one kept connection costs a query.  A connection that breaks (the server ended
+    recovery with a FATAL, or shut down) is dropped and the next call connects again.
+    """
+
+    def __init__(self, socket_dir: Path, port: int) -> None:
+        self.socket_dir, self.port = socket_dir, port
+        self.conn = None
+
+    def __enter__(self) -> Prober:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __call__(self, user: str) -> Probe | None:
+        import psycopg
+
+        from .target import parse_lsn
+
+        if self.conn is None:
+            try:
+                self.conn = psycopg.connect(host=str(self.socket_dir), port=self.port, user=user,
+                                            dbname="template1", connect_timeout=3, autocommit=True)
+            except psycopg.OperationalError as exc:
+                if re.search(r'role "[^"]+" does not exist', str(exc)):
+                    raise PgRestoreError(f"the restored cluster has no role {user!r}",
+                                         checked="connecting to the restored server as --restore-user",
+                                         fix="set --restore-user (env PGRESTORE_USER) to a role that exists "
+                                             "in the backup") from exc
+                return None
+        try:
+            row = self.conn.execute(_PROBE_SQL).fetchone()
+        except psycopg.OperationalError:
+            self.close()  # the server went down between polls (e.g. FATAL at the end of recovery)
+            return None
+        in_recovery, pause, lsn, ts = row
+        return Probe(promoted=not in_recovery, paused=pause == "paused",
+                     replay_lsn=parse_lsn(lsn) if lsn else None, last_replay_time=ts)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.close()
 
 
 def watch(server, *, socket_dir: Path, user: str, log_file: Path, deadline: float,
           spool=None) -> Observation:
     """Poll until recovery ends one way or another; never trust a single signal alone."""
+    prober = None if getattr(server, "probe", None) else Prober(socket_dir, server.port)
+    try:
+        return _watch(server, prober or server.probe, user=user, log_file=log_file, deadline=deadline,
+                      spool=spool)
+    finally:
+        if prober is not None:
+            prober.close()  # no session of ours stays on the restored server (template1 must be free)
+
+
+def _watch(server, ask, *, user: str, log_file: Path, deadline: float, spool) -> Observation:
     last: Probe | None = None
-    ask = getattr(server, "probe", None) or (lambda user: probe(socket_dir, server.port, user))
     sync_log = getattr(server, "sync_log", None)  # a container's log reaches log_file on demand
     while True:
         exited = server.poll()

@@ -86,6 +86,9 @@ class RunDir:
             return
         uid, gid = self.owner
         for root, dirs, files in os.walk(self.path):
+            if root == str(self.spool):  # the WAL spool chowns what it writes, and may be writing now
+                dirs[:] = []
+                continue
             os.chown(root, uid, gid)
             for name in files + dirs:
                 os.lchown(os.path.join(root, name), uid, gid)

@@ -112,6 +112,9 @@ class SpoolStats:
 #: how far prefetch may run ahead of replay: this many segments, and at most this many bytes
 WINDOW_SEGMENTS = 64
 WINDOW_BYTES = 2 << 30
+#: segments fetched while the base backup downloads: replay's first ones, no more (on a runner with
+#: few cores the whole window would slow the download more than it speeds replay)
+HEAD_START_SEGMENTS = 8
 
 
 class WalSpool:
@@ -128,6 +131,7 @@ class WalSpool:
         segment = getattr(getattr(plan, "backup", None), "segment_size", None) or 16 << 20
         self.owner, self.concurrency = owner, concurrency
         self.window = max(1, min(window, window_bytes // segment))
+        self.ahead = self.window  # how far prefetch may run now: the window, or a head start's share
         self.before_deliver = before_deliver  # test hook: a late or failing delivery
         self.stats = SpoolStats()
         self._planned = {name: i for i, name in enumerate(plan.segments)}
@@ -146,7 +150,12 @@ class WalSpool:
                 os.chown(d, *owner)
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self) -> WalSpool:
+    def start(self, *, head_start: int | None = None) -> WalSpool:
+        """Start prefetching.  With ``head_start``, only that many segments until :meth:`widen`:
+        started while the base backup is still downloading, the spool readies replay's first
+        segments without taking the CPU and the link from the download for the whole window."""
+        if head_start is not None:
+            self.ahead = max(1, min(head_start, self.window))
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="wal-fetch")
         for i in range(self.concurrency):
             t = threading.Thread(target=self._prefetch_loop, name=f"wal-prefetch-{i}", daemon=True)
@@ -156,6 +165,12 @@ class WalSpool:
         t.start()
         self._threads.append(t)
         return self
+
+    def widen(self) -> None:
+        """From now on prefetch may run the whole window ahead of replay."""
+        with self._lock:
+            self.ahead = self.window
+            self._lock.notify_all()
 
     def stop(self) -> None:
         self._stop.set()
@@ -171,7 +186,7 @@ class WalSpool:
         a copy into a container must carry everything up front.  A failed fetch leaves its
         ``.error`` marker for the wrapper, as during replay."""
         with self._lock:
-            self.window = max(self.window, len(self.plan.segments))
+            self.window = self.ahead = max(self.window, len(self.plan.segments))
             self._lock.notify_all()
         for name, key in extra.items():
             if not (self.dir / name).exists():
@@ -203,7 +218,7 @@ class WalSpool:
         while not self._stop.is_set():
             with self._lock:
                 while not self._stop.is_set() and (
-                    self._next >= len(self.plan.segments) or self._next > self._cursor + self.window
+                    self._next >= len(self.plan.segments) or self._next > self._cursor + self.ahead
                 ):
                     self._lock.wait(0.2)
                 if self._stop.is_set():

@@ -177,7 +177,14 @@ def test_sigkilled_harness_leaves_a_container_the_next_run_removes(pg15, setting
                                                                       lifetime=3600))
     try:
         assert child.stdout.readline().strip() == "HOLDING"
-        (leftover,) = docker_client.containers.list(filters={"label": f"{LABEL}.pid={child.pid}"})
+        # the spool may hold the segment back before the container is up (WAL is prefetched while
+        # the base backup arrives): the kill comes once the container runs (bind: replay waits for
+        # that segment; copy: the harness waits for it before staging)
+        deadline = time.monotonic() + 60
+        while not (running := docker_client.containers.list(filters={"label": f"{LABEL}.pid={child.pid}"})):
+            assert time.monotonic() < deadline, "the harness never started its container"
+            time.sleep(0.1)
+        (leftover,) = running
         child.send_signal(signal.SIGKILL)
         child.wait(10)
         # the supervisor notices the silent heartbeat (or the wrapper does, and postgres aborts)
