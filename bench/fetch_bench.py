@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import queue
+import statistics
 import subprocess
 import sys
 import threading
@@ -35,10 +36,15 @@ def run(bench) -> None:
         fig = {"ours_seconds": ours, "restored_bytes": written, "concurrency": c}
         for label, secs in medians.items():
             fig[label] = secs
+        runs = bench.results["runs"]
         for other, key in (("tool", _tool_label(fmt, c)), ("ceiling", f"{fmt}: ceiling (C={c})"),
+                           ("ceiling_files", f"{fmt}: ceiling, same files (C={c})"),
                            ("aws_cli", f"{fmt}: aws s3 cp | lz4 | tar"), ("ours_c1", f"{fmt}: ours (C=1)")):
             if key in medians:
                 fig[f"vs_{other}"] = round(medians[key] / ours, 3)  # throughput ratio ours ÷ theirs
+                # the same ratio round by round (both ran back to back, under the same load), its median
+                fig[f"vs_{other}_paired"] = round(statistics.median(
+                    t / o for t, o in zip(runs[key], runs[f"{fmt}: ours (C={c})"], strict=True)), 3)
         bench.figure(f"fetch {fmt}", **fig)
 
 
@@ -95,6 +101,10 @@ def contenders_for(bench, fmt: str, c: int) -> dict:
     if fmt in ("basebackup", "barman"):
         out[f"{fmt}: aws s3 cp | lz4 | tar"] = lambda d: aws_cp_tar(bench, bucket, prefix, objects[0][0], d)
     out[f"{fmt}: ceiling (C={c})"] = lambda d: ceiling(bench, bucket, prefix, objects, d, c)
+    if fmt != "pgbackrest":  # pgBackRest's objects are the files already: its ceiling writes the same tree
+        layouts = tar_layouts(bench, bucket, prefix, objects)
+        out[f"{fmt}: ceiling, same files (C={c})"] = lambda d: ceiling(bench, bucket, prefix, objects, d, c,
+                                                                      layouts=layouts)
     return out
 
 
@@ -140,16 +150,25 @@ def aws_cp_tar(bench, bucket: str, prefix: str, key: str, dest: Path) -> None:
 
 
 # -- the ceiling ----------------------------------------------------------------------------------
-def ceiling(bench, bucket: str, prefix: str, objects: list[tuple[str, int]], dest: Path, c: int) -> None:
+def ceiling(bench, bucket: str, prefix: str, objects: list[tuple[str, int]], dest: Path, c: int,
+            layouts: dict[str, list[tuple[int, int, str]]] | None = None) -> None:
     """Raw parallel GETs + lz4 decompression + writes: large objects as ranged parts (C in flight)
-    decoded in order; small ones C at a time, whole.  Decoding and writing run on two threads."""
+    decoded in order; small ones C at a time, whole.  Decoding and writing run on two threads.
+
+    With ``layouts`` (a tar object → its members' data offsets, sizes and paths, read beforehand
+    and untimed) the decoded bytes land in the backup's own files instead of one file per object:
+    the same files a restore creates, with no tar parsing."""
     client = raw_client(bench, c)
     pool = ThreadPoolExecutor(c)
+
+    def out(key: str, name: str):
+        return (dest, layouts[key]) if layouts else dest / name
+
     try:
         small = [o for o in objects if o[1] <= PART]
         for i, (key, size) in enumerate(o for o in objects if o[1] > PART):
-            _large(client, pool, bucket, f"{prefix}/{key}", size, dest / f"large-{i}", c)
-        list(pool.map(lambda o: _small(client, bucket, f"{prefix}/{o[0]}", dest / f"small-{hash(o[0])}"),
+            _large(client, pool, bucket, f"{prefix}/{key}", size, out(key, f"large-{i}"), c)
+        list(pool.map(lambda o: _small(client, bucket, f"{prefix}/{o[0]}", out(o[0], f"small-{hash(o[0])}")),
                       small))
     finally:
         pool.shutdown()
@@ -167,11 +186,17 @@ def raw_client(bench, c: int):
                           config=Config(s3={"addressing_style": "path"}, max_pool_connections=c + 2))
 
 
-def _small(client, bucket: str, key: str, out: Path) -> None:
+def _small(client, bucket: str, key: str, out) -> None:
     import lz4.frame
 
     body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    out.write_bytes(lz4.frame.decompress(body))
+    if isinstance(out, Path):
+        out.write_bytes(lz4.frame.decompress(body))
+    else:
+        q: queue.Queue = queue.Queue()
+        q.put(lz4.frame.decompress(body))
+        q.put(None)
+        _tree_write_loop(*out, q)
 
 
 def _large(client, pool, bucket: str, key: str, size: int, out: Path, c: int) -> None:
@@ -185,8 +210,12 @@ def _large(client, pool, bucket: str, key: str, size: int, out: Path, c: int) ->
     pending: list = []
     dec = lz4.frame.LZ4FrameDecompressor()
     q: queue.Queue = queue.Queue(16)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    writer = threading.Thread(target=_write_loop, args=(fd, q))
+    if isinstance(out, Path):
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        writer = threading.Thread(target=_write_loop, args=(fd, q))
+    else:
+        fd = None
+        writer = threading.Thread(target=_tree_write_loop, args=(*out, q))
     writer.start()
     try:
         nxt = 0
@@ -200,7 +229,8 @@ def _large(client, pool, bucket: str, key: str, size: int, out: Path, c: int) ->
     finally:
         q.put(None)
         writer.join()
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _write_loop(fd: int, q: queue.Queue) -> None:
@@ -208,3 +238,54 @@ def _write_loop(fd: int, q: queue.Queue) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+
+
+def _tree_write_loop(dest: Path, layout: list[tuple[int, int, str]], q: queue.Queue) -> None:
+    """Write a decoded tar stream's member data into their files (``layout``: data offset, size,
+    path, in stream order); headers and padding are skipped, no header is parsed."""
+    pos, i, fd = 0, 0, None
+    while (data := q.get()) is not None:
+        view, start = memoryview(data), pos
+        pos += len(view)
+        off = 0
+        while i < len(layout):
+            at, size, rel = layout[i]
+            if start + off < at:  # a header or padding before the member's data
+                if at >= pos:
+                    break
+                off = at - start
+            if fd is None:
+                path = dest / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            end = min(len(view), at + size - start)
+            chunk = view[off:end]
+            while chunk:
+                chunk = chunk[os.write(fd, chunk):]
+            off = end
+            if start + off < at + size:
+                break  # the member goes on in the next chunk
+            os.close(fd)
+            fd, i = None, i + 1
+    if fd is not None:
+        os.close(fd)
+
+
+def tar_layouts(bench, bucket: str, prefix: str, objects: list[tuple[str, int]]) -> dict[str, list]:
+    """Each tar object's regular members as (data offset, size, path), read once (untimed)."""
+    import tarfile
+
+    import lz4.frame
+
+    cache = bench.__dict__.setdefault("_tar_layouts", {})
+    client = raw_client(bench, 1)
+    try:
+        for key, _size in objects:
+            if (bucket, key) in cache:
+                continue
+            body = client.get_object(Bucket=bucket, Key=f"{prefix}/{key}")["Body"]
+            with lz4.frame.LZ4FrameFile(body, mode="rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+                cache[(bucket, key)] = [(m.offset_data, m.size, m.name.lstrip("/")) for m in tar if m.isreg()]
+    finally:
+        client.close()
+    return {key: cache[(bucket, key)] for key, _ in objects}

@@ -53,6 +53,8 @@ def run(bench) -> None:
     bench.figure("replay", floor_seconds=round(med["floor"], 3), ours_seconds=round(med["ours"], 3),
                  naive_seconds=round(med["naive"], 3), crash_recovery_seconds=round(med["crash"], 3),
                  ours_over_floor=round(med["ours"] / med["floor"], 3),
+                 ours_over_floor_paired=round(statistics.median(
+                     o / f for o, f in zip(out["ours"], out["floor"], strict=True)), 3),
                  naive_over_floor=round(med["naive"] / med["floor"], 3),
                  replay_waited_seconds=statistics.median(waited), segments=notes[0]["wal_prefetch"]["segments"],
                  wal_bytes=notes[0]["wal_prefetch"]["bytes"])

@@ -158,7 +158,8 @@ class RestoreAttempt:
                                     max_wait_s=self.settings.timeout,
                                     heartbeat=self.docker.container().heartbeat_file if self.docker else None)
             settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
-                                       restore_command=f"/bin/sh '{wrapper}' %f %p", recovery=plan.recovery)
+                                       restore_command=f"exec /bin/sh '{wrapper}' %f %p",  # exec: one fork less a file
+                                       recovery=plan.recovery)
             conf = write_config(run.path, settings)
             run.chown_tree()
         if self.spool is None:

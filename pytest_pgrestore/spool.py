@@ -91,6 +91,17 @@ def write_wrapper(path: Path, spool: Path, harness_pid: int | None, *, max_wait_
     return path
 
 
+def _yield_cpu() -> None:
+    """Prefetch runs ahead of replay on spare CPU: its threads get a lower priority (nice 10), so
+    on a small runner they do not take a core from PostgreSQL's startup process or from the base
+    backup's download.  What replay waits for right now (a re-fetch, a file outside the plan) is
+    fetched by the request thread, at the normal priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux: the OS's own scheduling
+        pass
+
+
 class Withheld(Exception):
     """Raised by a ``before_deliver`` hook to hold one planned file back on purpose (the negative
     control): the spool answers "absent" for it, as for a name the store does not hold, instead
@@ -215,6 +226,7 @@ class WalSpool:
 
     # -- prefetch --------------------------------------------------------------------------
     def _prefetch_loop(self) -> None:
+        _yield_cpu()
         while not self._stop.is_set():
             with self._lock:
                 while not self._stop.is_set() and (
