@@ -174,10 +174,11 @@ def probe(socket_dir: Path, port: int, user: str) -> Probe | None:
 class Prober:
     """Asks the server where recovery is over one connection, kept between calls.
 
-    A new connection every poll costs the server a fork and an authentication (SCRAM: thousands
-    of hash rounds on both sides) next to the startup process replaying WAL on a CI runner's
-    few cores; one kept connection costs a query.  A connection that breaks (the server ended
-    recovery with a FATAL, or shut down) is dropped and the next call connects again.
+    A new connection every poll costs the server a fork and a backend start-up next to the
+    startup process replaying WAL on a CI runner's few cores; one kept connection costs a query.
+    Between polls the session is idle in autocommit: no snapshot, no lock, nothing replay could
+    conflict with.  A connection that breaks (the server ended recovery with a FATAL, or shut
+    down) is dropped and the next call connects again.
     """
 
     def __init__(self, socket_dir: Path, port: int) -> None:

@@ -43,12 +43,17 @@ class LeanGet:
         if not self.usable:
             return
         import urllib3
+        from botocore.exceptions import BotoCoreError
         from botocore.httpsession import get_cert_path
 
         # The client's own endpoint resolution and addressing style (path or virtual-hosted):
         # the URL it would use for a key, learned once from a presigned URL for a probe key.
-        probe = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": _PROBE},
-                                              ExpiresIn=60)
+        try:
+            probe = client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": _PROBE},
+                                                  ExpiresIn=60)
+        except BotoCoreError:  # credentials that cannot be read now: the client reports it properly
+            self.usable = False
+            return
         base, sep, _ = probe.partition(f"/{_PROBE}?")
         if not sep or urlsplit(base).scheme not in ("http", "https"):
             self.usable = False
