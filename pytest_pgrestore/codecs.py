@@ -419,9 +419,11 @@ def _extract_member(tar, member, dest, label, on_symlink, owner, writer) -> int:
                             checked="every tar member's type (only files, directories, symlinks)",
                             fix="this archive is not a PostgreSQL backup")
     target.parent.mkdir(parents=True, exist_ok=True)
+    if member.size <= _CHUNK:  # most files: read here, created and written on the writer thread
+        chunks = list(iter(lambda: tar.read_data(_CHUNK), b""))
+        writer.write_file(target, chunks, owner)
+        return sum(len(c) for c in chunks)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, stat.S_IRUSR | stat.S_IWUSR)
-    if member.size <= _CHUNK:  # most files: written here, no hand-off to the writer thread
-        return write_small(fd, tar, owner)
     written = 0
     try:
         while chunk := tar.read_data(_CHUNK):
@@ -431,19 +433,3 @@ def _extract_member(tar, member, dest, label, on_symlink, owner, writer) -> int:
         writer.close(fd, owner)  # the writer closes it once the queued data is written
     return written
 
-
-def write_small(fd: int, tar, owner: tuple[int, int] | None) -> int:
-    """A member of at most one chunk, written and closed on this thread: handing it to the writer
-    would cost two thread switches per file, more than the write."""
-    from .tarstream import write_all
-
-    written = 0
-    try:
-        while chunk := tar.read_data(_CHUNK):
-            write_all(fd, chunk)
-            written += len(chunk)
-        if owner:
-            os.fchown(fd, *owner)
-    finally:
-        os.close(fd)
-    return written

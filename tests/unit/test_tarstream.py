@@ -94,3 +94,33 @@ def test_also_runs_on_the_writer_thread_in_order(tmp_path):
         w.close(fd, None)
     assert digest.hexdigest() == hashlib.sha1(b"".join(chunks)).hexdigest()
     assert (tmp_path / "f").read_bytes() == b"".join(chunks)
+
+
+def test_small_files_are_created_on_the_writer_thread_in_order(tmp_path):
+    with Writer(max_chunks=2) as w:
+        for i in range(20):
+            w.write_file(tmp_path / f"f{i}", [b"a" * i, b"b"], None)
+        w.write_file(tmp_path / "f3", [b"last wins"], None)  # the same path again: queue order holds
+    assert (tmp_path / "f7").read_bytes() == b"aaaaaaab"
+    assert (tmp_path / "f3").read_bytes() == b"last wins"
+    assert oct((tmp_path / "f0").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_small_file_that_cannot_be_created_fails_the_extraction(tmp_path):
+    """O_NOFOLLOW on the writer thread too: a member whose path ends in a symlink is never
+    written through it; the error reaches the caller when the block ends."""
+    (tmp_path / "elsewhere").write_bytes(b"untouched")
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        with Writer() as w:
+            w.write_file(tmp_path / "link", [b"through the link"], None)
+    assert (tmp_path / "elsewhere").read_bytes() == b"untouched"
+
+
+def test_extract_creates_small_and_large_members_alike(tmp_path):
+    small = [(f"base/1/{n}", os.urandom(n * 100)) for n in range(30)]
+    large = ("base/1/big", os.urandom((1 << 20) * 3 + 5))
+    written = extract_tar(io.BytesIO(make(*small, large)), tmp_path, label="t")
+    assert written == sum(len(d) for _, d in small) + len(large[1])
+    for name, data in [*small, large]:
+        assert (tmp_path / name).read_bytes() == data
