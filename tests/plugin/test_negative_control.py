@@ -13,6 +13,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from plugin_support import leftovers
 
+from pytest_pgrestore.target import RestoreTarget
+
 DRILLS = """
 import pytest
 
@@ -62,7 +64,8 @@ def properties(xml_path, name: str) -> dict[str, str]:
 
 def test_negative_control_passes_on_a_healthy_source(pytester, run, scenario, workroot):
     c2 = scenario.commits["c2"]
-    time = (c2[0].time + (c2[1].time - c2[0].time) / 2).isoformat().replace("+00:00", "Z")
+    # the target as pytest-pgrestore writes it in item ids (microseconds without trailing zeros)
+    time = str(RestoreTarget.parse((c2[0].time + (c2[1].time - c2[0].time) / 2).isoformat()))
     pytester.makepyfile(
         test_drills=DRILLS.format(
             total=scenario.total_rows, time=time, rows_at_time=scenario.rows_at("c2", 0)
