@@ -93,8 +93,7 @@ class LeanGet:
             return None
         if resp.status not in (200, 206) or "Content-Length" not in resp.headers or \
                 ("Range" in extra and resp.status != 206):  # a server that ignored Range: the client says so
-            resp.drain_conn()
-            resp.release_conn()
+            resp.close()  # its body is never read (it may be a whole object): the connection goes
             return None
         return {"Body": _Body(resp), "ContentRange": resp.headers.get("Content-Range"),
                 "ETag": resp.headers.get("ETag"), "ContentLength": int(resp.headers["Content-Length"])}
