@@ -46,7 +46,7 @@ from .pgbackrest_info import (
     parse_ini,
     parse_manifest,
 )
-from .pgbackrest_io import decode_whole, open_codec, reroot
+from .pgbackrest_io import WHOLE_CODECS, decode_whole, open_codec, reroot
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ class PgBackRestFormat:
         digest, written = hashlib.sha1(), 0
         counted = _Counting(raw, cancel)
         try:
-            if f.size <= _WHOLE and codec in ("none", "lz4", "zst", "gz", "bz2"):
+            if f.size <= _WHOLE and codec in WHOLE_CODECS:
                 try:  # most files of a cluster: one read, one decode call, one write
                     data = decode_whole(_read_all(counted, f.repo_size or f.size), codec, f.size + 1)
                 finally:

@@ -8,7 +8,10 @@ from typing import BinaryIO
 from ..errors import FormatError
 from ..storage import ObjectStore
 
-__all__ = ["open_codec", "decode_whole", "reroot"]
+__all__ = ["open_codec", "decode_whole", "WHOLE_CODECS", "reroot"]
+
+#: the codecs :func:`decode_whole` decodes
+WHOLE_CODECS = frozenset({"none", "lz4", "zst", "gz", "bz2"})
 
 _CHUNK = 1 << 20
 

@@ -20,6 +20,13 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
+import urllib3
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import BotoCoreError
+from botocore.httpsession import get_cert_path
+from botocore.utils import percent_encode
+
 __all__ = ["LeanGet"]
 
 log = logging.getLogger(__name__)
@@ -42,10 +49,6 @@ class LeanGet:
         self.pool = None
         if not self.usable:
             return
-        import urllib3
-        from botocore.exceptions import BotoCoreError
-        from botocore.httpsession import get_cert_path
-
         # The client's own endpoint resolution and addressing style (path or virtual-hosted):
         # the URL it would use for a key, learned once from a presigned URL for a probe key.
         try:
@@ -70,12 +73,6 @@ class LeanGet:
         None: the caller asks the full client then (which also explains any error)."""
         if not self.usable:
             return None
-        import urllib3
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.exceptions import BotoCoreError
-        from botocore.utils import percent_encode
-
         url = f"{self.base}/{percent_encode(key, safe='/~')}"
         request = AWSRequest(method="GET", url=url, headers={_HEADERS[k]: v for k, v in extra.items()})
         try:
@@ -112,9 +109,7 @@ class _Body:
     def read(self, n: int = -1) -> bytes:
         data = self.resp.read(None if n is None or n < 0 else n, decode_content=False)
         if not data and n and self.resp.length_remaining:  # cut off (or closed) before its Content-Length
-            from urllib3.exceptions import ProtocolError
-
-            raise ProtocolError(f"body ended {self.resp.length_remaining} bytes short of its Content-Length")
+            raise urllib3.exceptions.ProtocolError(f"body ended {self.resp.length_remaining} bytes short of its Content-Length")
         return data
 
     def close(self) -> None:
