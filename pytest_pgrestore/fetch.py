@@ -2,14 +2,17 @@
 
 For the time of one ``materialize`` the format's store is wrapped in a :class:`FetchLayer`:
 
-* an object larger than one part (8 MiB) is read as consecutive ranged GETs ahead of the reader,
-  all guarded by ``If-Match`` on the ETag the first response carried, so the bytes are one
-  version of the object.  One part is fetched ahead; each time the reader has to wait for a
-  part, twice as many go in flight, up to ``concurrency``: a fast link is read as one stream
-  with read-ahead (parallel GETs only cost CPU there, measured), a slow one in parallel.  The first part streams straight
-  from its response; the others wait in memory, at most ``buffer_bytes`` for the whole fetch, so
-  peak memory does not grow with the backup.  The reader sees one ordinary stream: decompression
-  and tar extraction stay what the format made them, one stream per object;
+* every object is first read as one stream (one GET).  For an object larger than one part
+  (8 MiB) the reader's time blocked on that stream is watched part by part: while the reader,
+  not the link, is the slower side, the stream goes on to the end (on a fast link parallel GETs
+  only cost CPU, ours and the server's — measured in bench/).  Once the reader spent more than
+  half of a part's time waiting for bytes, the stream is closed at that part's end and the rest
+  comes as consecutive ranged GETs ahead of the reader, all guarded by ``If-Match`` on the ETag
+  the first response carried, so the bytes are one version of the object: two in flight, twice
+  as many each time the reader has to wait for one, up to ``concurrency``.  Those parts wait in
+  memory, at most ``buffer_bytes`` for the whole fetch, so peak memory does not grow with the
+  backup.  The reader sees one ordinary stream: decompression and tar extraction stay what the
+  format made them, one stream per object;
 * every byte read from the store (or the cache) is counted, for the progress line and the
   evidence (``result.evidence["fetch"]``);
 * with ``--restore-cache`` each object is served from, or kept in, :mod:`.cache`.
@@ -99,6 +102,7 @@ class FetchLayer:
                  buffer_bytes: int = DEFAULT_BUFFER, cache=None) -> None:
         self.store = store
         self.description = store.description
+        self.concurrency = concurrency  # also how many whole objects a format fetches at once
         self.part_size = part_size
         self.depth = max(2, concurrency)  # parts in flight ahead of one reader
         self.stats = FetchStats(concurrency=concurrency, part_size=part_size)
@@ -147,11 +151,9 @@ class FetchLayer:
         if not self._ranged or self.stats.concurrency == 1:  # one download in flight: a plain stream
             opened = self.store.open_range(key, 0, None, etag=etag) if etag else self.store.open(key)
             return io.BufferedReader(_Metered(opened, self.stats), buffer_size=1 << 20)
-        first, total, etag = self.store.open_part(key, 0, self.part_size, etag=etag)
+        first, total, etag = self.store.open_part(key, 0, None, etag=etag)  # all of it, as one stream
         if total is None or total <= self.part_size:
             return io.BufferedReader(_Metered(first, self.stats), buffer_size=1 << 20)
-        with self.stats._lock:
-            self.stats.ranged_objects += 1
         return io.BufferedReader(_PartReader(self, key, first, total, etag), buffer_size=1 << 20)
 
 
@@ -181,21 +183,63 @@ def _read_into(raw: BinaryIO, buf) -> int:
 
 
 class _PartReader(io.RawIOBase):
-    """One object as consecutive parts: the first streamed, the rest fetched ahead in parallel."""
+    """One object: streamed from its first GET while the reader keeps the link busy; once the
+    reader waits on the link, the rest as parallel ranged parts fetched ahead."""
+
+    #: the share of a part's reading time spent blocked on the stream above which the rest of the
+    #: object is fetched in parallel parts
+    NETWORK_BOUND = 0.5
 
     def __init__(self, layer: FetchLayer, key: str, first: BinaryIO, total: int, etag: str | None) -> None:
         self.layer, self.key, self.total, self.etag = layer, key, total, etag
         self._first: BinaryIO | None = first
+        self._checkpoint = min(layer.part_size, total)  # where the stream's pace is judged next
+        self._since: float | None = None  # when the reader first asked for bytes
+        self._blocked = 0.0
         self._pending: deque[Future] = deque()
-        self._next = layer.part_size  # offset of the next part to schedule
+        self._next = total  # offset of the next part to schedule (none while streaming)
         self._view: memoryview | None = None
         self._pos = 0  # within _view
         self._delivered = 0
-        self._want = 1  # parts in flight: one ahead, more only when the reader had to wait
-        self._schedule()
+        self._want = 2  # parts in flight once split: the link was already behind
 
     def readable(self) -> bool:
         return True
+
+    def _from_stream(self, buf) -> int:
+        """Read from the first GET's stream, one checkpoint (a part) at a time.  When the reader
+        comes back for the bytes past a checkpoint, the time since the last one (its reads and
+        its own work on them) is judged: blocked on the stream for most of it, the stream is
+        closed there and 0 returned, the rest to come in parallel parts."""
+        t = time.monotonic()
+        if self._since is None:
+            self._since = t
+        if self._delivered == self._checkpoint:
+            if self._blocked > (t - self._since) * self.NETWORK_BOUND:
+                self._close_stream()  # the link is behind the reader
+                self._next = self._delivered
+                with self.layer.stats._lock:
+                    self.layer.stats.ranged_objects += 1
+                self._schedule()
+                return 0
+            self._checkpoint = min(self._checkpoint + self.layer.part_size, self.total)
+            self._since, self._blocked = t, 0.0
+        room = self._checkpoint - self._delivered
+        n = self._first.readinto(memoryview(buf)[:room] if len(buf) > room else buf)
+        self._blocked += time.monotonic() - t
+        if not n:
+            self._close_stream()
+            return 0
+        self.layer.stats.add(network=n)
+        self._delivered += n
+        if self._delivered == self.total:
+            self._close_stream()
+        return n
+
+    def _close_stream(self) -> None:
+        if self._first is not None:
+            self._first.close()  # before its end: the connection is dropped, not drained
+            self._first = None
 
     def _schedule(self, *, force: bool = False) -> None:
         """Keep up to ``depth`` parts in flight, as the memory budget allows; ``force``: the
@@ -238,14 +282,9 @@ class _PartReader(io.RawIOBase):
                 self._delivered += n
                 return n
             if self._first is not None:
-                n = self._first.readinto(buf)
+                n = self._from_stream(buf)
                 if n:
-                    self.layer.stats.add(network=n)
-                    self._delivered += n
                     return n
-                self._first.close()
-                self._first = None
-                self._schedule()
             if not self._pending and self._next < self.total:
                 self._view = None
                 self._schedule(force=True)

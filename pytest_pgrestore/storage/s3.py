@@ -287,17 +287,18 @@ class S3Store:
             extra["IfMatch"] = etag if etag.startswith(('"', "W/")) else f'"{etag}"'
         return self._get(key, extra, partial=start > 0 or end is not None)
 
-    def open_part(self, key: str, start: int, end: int, etag: str | None = None) -> tuple[BinaryIO, int | None, str | None]:
-        """Bytes ``start`` up to ``end`` (exclusive) and what the response tells of the whole object:
-        ``(stream, total size, ETag)``.  The first part of a parallel download learns the object's
-        size and version from it; ``etag`` guards the later parts (``If-Match``).
+    def open_part(self, key: str, start: int, end: int | None,
+                  etag: str | None = None) -> tuple[BinaryIO, int | None, str | None]:
+        """Bytes ``start`` up to ``end`` (exclusive; None: to the object's end) and what the
+        response tells of the whole object: ``(stream, total size, ETag)``.  The first GET of an
+        object learns its size and version from it; ``etag`` guards the later parts (``If-Match``).
 
         An empty object (S3 refuses any range of it) comes back whole, with its size.
         """
-        if start < 0 or end <= start:
+        if start < 0 or (end is not None and end <= start):
             raise ValueError(f"bad range start={start} end={end}")
         full = self.prefix + key
-        extra = {"Range": f"bytes={start}-{end - 1}"}
+        extra = {"Range": f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"}
         if etag is not None:
             extra["IfMatch"] = etag if etag.startswith(('"', "W/")) else f'"{etag}"'
         try:

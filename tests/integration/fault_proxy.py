@@ -20,6 +20,7 @@ class DropRule:
     path: str  # request path, e.g. "/bucket/key"
     after: int  # body bytes relayed before the cut
     before_cut: Callable[[], None] | None = None  # runs after the last byte is relayed, before the cut
+    range_prefix: str | None = None  # only a GET whose Range starts so ("bytes=2097152-"); None: no Range
     fired: int = 0
 
 
@@ -102,7 +103,8 @@ class FaultProxy:
                 if r.fired == 0
                 and request.method == "GET"
                 and request.path.split("?")[0] == r.path
-                and "range" not in request.headers
+                and (request.headers.get("range", "").startswith(r.range_prefix) if r.range_prefix
+                     else "range" not in request.headers)
             ),
             None,
         )

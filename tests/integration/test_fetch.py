@@ -1,9 +1,10 @@
 """The fetch layer against a real S3 server (SeaweedFS), through a fault-injecting proxy.
 
-A large object comes as consecutive ranged GETs, several in flight, each guarded by the ETag of
-the first response; the reader sees one byte-identical stream.  A part whose connection drops
-is resumed inside its own range; an object rewritten mid-download fails as changed; the parts
-waiting in memory never exceed the budget.
+Every object is one streamed GET while the reader is the slower side; once the reader waits on
+the link, the rest of a large object comes as consecutive ranged GETs, several in flight, each
+guarded by the ETag of the first response; the reader sees one byte-identical stream either way.
+A part whose connection drops is resumed inside its own range; an object rewritten
+mid-download fails as changed; the parts waiting in memory never exceed the budget.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import os
 from urllib.parse import urlsplit
 
 import pytest
-from fault_proxy import FaultProxy
+from fault_proxy import DropRule, FaultProxy
 
-from pytest_pgrestore.fetch import FetchLayer
+from pytest_pgrestore.fetch import FetchLayer, _PartReader
 from pytest_pgrestore.storage.local import LocalStore
 from pytest_pgrestore.storage.s3 import ObjectChanged, S3Store
 
@@ -56,7 +57,54 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_a_large_object_comes_as_parallel_ranged_parts_byte_identical(objects, proxy, seaweed):
+@pytest.fixture
+def split_at_once(monkeypatch):
+    """The stream is split into parts at its first checkpoint, however fast the link."""
+    monkeypatch.setattr(_PartReader, "NETWORK_BOUND", -1.0)
+
+
+def _gets(proxy, key: str) -> list:
+    return [r for r in proxy.requests_for(f"/{BUCKET}/o/{key}") if r.method == "GET"]
+
+
+def test_a_reader_slower_than_the_link_gets_a_large_object_in_one_get(objects, proxy, seaweed):
+    """The reader (decompression, writes) is the slower side: the one stream goes on to the end;
+    parallel GETs would only cost CPU here, ours and the server's."""
+    import time
+
+    layer = FetchLayer(store_via(proxy, seaweed), concurrency=4, part_size=PART)
+    try:
+        with layer.open("big") as f:
+            chunks = []
+            while chunk := f.read(PART // 4):
+                chunks.append(chunk)
+                time.sleep(0.01)  # a busy reader: the link keeps ahead of it
+    finally:
+        layer.close()
+    assert sha(b"".join(chunks)) == sha(objects["o/big"])
+    (get,) = _gets(proxy, "big")
+    assert get.headers["range"] == "bytes=0-"
+    assert layer.stats.ranged_objects == 0 and layer.stats.parts == 0 and layer.stats.bytes_network == SIZE
+
+
+def test_twin_a_reader_waiting_on_the_link_gets_the_rest_in_parallel_parts(objects, proxy, seaweed):
+    """The twin: a reader that does nothing but read waits on the link (a relay in Python) for
+    most of the first part, so the rest of the object comes as parallel ranged parts."""
+    layer = FetchLayer(store_via(proxy, seaweed), concurrency=4, part_size=PART)
+    try:
+        with layer.open("big") as f:
+            data = f.read()
+    finally:
+        layer.close()
+    assert sha(data) == sha(objects["o/big"])
+    ranges = [r.headers["range"] for r in _gets(proxy, "big")]
+    assert ranges[0] == "bytes=0-" and len(ranges) > 1
+    starts = sorted(int(r[6:].split("-")[0]) for r in ranges[1:])
+    assert starts[0] % PART == 0 and starts == list(range(starts[0], SIZE, PART))  # the rest, part by part
+    assert layer.stats.ranged_objects == 1 and layer.stats.parts == len(ranges) - 1
+
+
+def test_a_large_object_comes_as_parallel_ranged_parts_byte_identical(objects, proxy, seaweed, split_at_once):
     store = store_via(proxy, seaweed)
     layer = FetchLayer(store, concurrency=4, part_size=PART)
     free = layer._slots.free
@@ -70,9 +118,10 @@ def test_a_large_object_comes_as_parallel_ranged_parts_byte_identical(objects, p
     assert len(gets) == 21 and layer.stats.parts == 20 and layer.stats.ranged_objects == 1
     ranges = sorted((int(r.headers["range"][6:].split("-")[0]), r.headers["range"]) for r in gets)
     assert [start for start, _ in ranges] == [i * PART for i in range(21)]
+    assert ranges[0][1] == "bytes=0-"  # the first GET asks for all of it; the reader used one part
     assert ranges[-1][1] == f"bytes={20 * PART}-{SIZE - 1}"
     etag = store.stat("big").etag
-    assert all(r.headers.get("if-match") == f'"{etag}"' for r in gets if r.headers["range"] != f"bytes=0-{PART - 1}")
+    assert all(r.headers.get("if-match") == f'"{etag}"' for r in gets if r.headers["range"] != "bytes=0-")
     assert layer.stats.bytes_network == SIZE
     assert layer._slots.free == free  # every buffered part was given back
 
@@ -93,16 +142,20 @@ def test_an_object_of_one_part_or_less_is_read_whole(objects, proxy, seaweed, ke
     assert layer.stats.ranged_objects == 0
 
 
-def test_parts_waiting_in_memory_stay_within_the_budget(objects, proxy, seaweed):
+def test_parts_waiting_in_memory_stay_within_the_budget(objects, proxy, seaweed, split_at_once):
     layer = FetchLayer(store_via(proxy, seaweed), concurrency=8, part_size=PART, buffer_bytes=2 * PART)
     try:
         with layer.open("big") as f:
             reader = f.raw
-            assert len(reader._pending) == 1  # one part ahead until the reader has had to wait
+            assert not reader._pending  # streaming: nothing fetched ahead
+            assert reader.readinto(bytearray(PART)) == PART  # up to the first checkpoint
+            assert reader._first is not None and not reader._pending  # one stream so far
+            assert reader.readinto(bytearray(PART // 2)) == PART // 2  # past it: split, parts ahead
+            assert reader._first is None and 1 <= len(reader._pending) <= 2
             reader._want = layer.depth  # as after waiting: 8 could be in flight ...
             reader._schedule()
             assert len(reader._pending) == 2  # ... the budget allows 2
-            seen = 0
+            seen = PART + PART // 2
             while chunk := f.read(PART // 2):
                 assert len(reader._pending) <= 2
                 seen += len(chunk)
@@ -111,7 +164,7 @@ def test_parts_waiting_in_memory_stay_within_the_budget(objects, proxy, seaweed)
         layer.close()
 
 
-def test_a_part_whose_connection_drops_is_resumed_inside_its_range(objects, proxy, seaweed):
+def test_a_stream_whose_connection_drops_is_resumed_from_where_it_broke_off(objects, proxy, seaweed):
     path = f"/{BUCKET}/o/big"
     layer = FetchLayer(store_via(proxy, seaweed), concurrency=4, part_size=PART)
     try:
@@ -124,12 +177,29 @@ def test_a_part_whose_connection_drops_is_resumed_inside_its_range(objects, prox
         layer.close()
     assert sha(data) == sha(objects["o/big"])
     ranges = [r.headers["range"] for r in proxy.requests_for(path) if r.method == "GET"]
-    resumed = [r for r in ranges if r.endswith(f"-{PART - 1}") and r != f"bytes=0-{PART - 1}"]
-    assert len(resumed) == 1  # from where it broke off, up to its own end
+    resumed = [r for r in ranges if r.endswith("-") and r != "bytes=0-"]
+    assert len(resumed) == 1  # from where it broke off, to the object's end
     assert 0 < int(resumed[0][6:].split("-")[0]) < PART
 
 
-def test_an_object_rewritten_during_the_download_fails_as_changed(objects, proxy, seaweed):
+def test_a_part_whose_connection_drops_is_resumed_inside_its_range(objects, proxy, seaweed, split_at_once):
+    path = f"/{BUCKET}/o/big"
+    layer = FetchLayer(store_via(proxy, seaweed), concurrency=2, part_size=PART)
+    proxy.rules.append(DropRule(path=path, after=PART // 3, range_prefix=f"bytes={2 * PART}-"))
+    try:
+        with layer.open("big") as f:
+            data = f.read()
+    finally:
+        layer.close()
+    assert sha(data) == sha(objects["o/big"])
+    ranges = [r.headers["range"] for r in proxy.requests_for(path) if r.method == "GET"]
+    (cut,) = [r for r in proxy.requests_for(path) if r.cut]
+    start, end = cut.headers["range"][6:].split("-")
+    cut_part, resumed = [r for r in ranges if r.endswith(f"-{end}")]  # the part, then once more
+    assert int(start) <= int(resumed[6:].split("-")[0]) <= int(end)  # from where it broke off, to its own end
+
+
+def test_an_object_rewritten_during_the_download_fails_as_changed(objects, proxy, seaweed, split_at_once):
     layer = FetchLayer(store_via(proxy, seaweed), concurrency=2, part_size=PART)
     admin = seaweed.admin_client()
     try:
