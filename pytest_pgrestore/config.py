@@ -523,7 +523,8 @@ def _parse_progress(value: object, origin: str) -> str | float:
 OPTIONS += (
     OptionSpec("fetch_concurrency", "8", _parse_concurrency,
                "most ranged parts of a large base-backup object in flight ahead of the reader (one at first, "
-               "more each time the reader waits for the network); 1: one plain stream per object"),
+               "more each time the reader waits for the network), and pgBackRest files fetched at once; "
+               "1: one plain stream per object"),
     OptionSpec("cache", "off", _parse_cache,
                "keep fetched base-backup objects across runs, keyed by their ETag: off, on (the flag alone: "
                "~/.cache/pytest-pgrestore/backups) or a directory; it holds production data", const="on"),

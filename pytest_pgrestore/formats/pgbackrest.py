@@ -54,7 +54,8 @@ __all__ = ["PgBackRestFormat", "UnsupportedRepository", "StanzaError"]
 
 _DETECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store → archive/ listing, used once
 _BACKUP_FILE_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup\Z")
-_WORKERS = 8
+_WORKERS = 8  # files in flight outside a fetch layer (the default fetch concurrency)
+_STREAM_CHUNK = 1 << 20
 _WHOLE = 4 << 20  # files up to this size are read in one piece and decoded in one call
 
 
@@ -272,10 +273,9 @@ class PgBackRestFormat:
         m = SEGMENT_KEY_RE.match(fname)
         codec = {".gz": "gz", ".bz2": "bz2", ".lz4": "lz4", ".zst": "zst", None: "none"}.get(
             m.group(3) if m else None, "none")
-        stream = open_codec(self.store.open(key), codec, label=key)
-        if m and verify:
-            return _Sha1Checked(stream, m.group(2), key)
-        return stream
+        checked = bool(m and verify)
+        stream = open_codec(self.store.open(key), codec, label=key, checked_by_caller=checked)
+        return _Sha1Checked(stream, m.group(2), key) if checked else stream
 
     # -- materialize -------------------------------------------------------------------------
     def materialize(self, backup: Backup, pgdata: Path, run_dir: Path, *, owner=None) -> Materialized:
@@ -290,7 +290,10 @@ class PgBackRestFormat:
         def job(f: ManifestFile) -> tuple[int, int]:
             return self._restore_file(backup, manifest, f, layout.local(f.name), owner, cancel)
 
-        pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="pgbackrest-fetch")
+        # files in flight: the run's fetch concurrency (pgbackrest restore's --process-max); fewer
+        # than 8 costs a CPU-bound runner less in thread switching than it gains (bench/README.md)
+        workers = getattr(self.store, "concurrency", None) or _WORKERS
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgbackrest-fetch")
         try:
             results = list(pool.map(job, rest))
         except BaseException:  # a damaged file or Ctrl-C: the other downloads stop at their next read
@@ -382,9 +385,10 @@ class PgBackRestFormat:
 
     @staticmethod
     def _copy_stream(counted, codec: str, where: str, size: int, out, digest) -> int:
+        """Decode into ``out``; ``digest`` sees every byte (the caller checks it against the manifest)."""
         written = 0
-        with open_codec(counted, codec, label=where) as stream, _writer(size) as writer:
-            while chunk := stream.read(1 << 20):
+        with open_codec(counted, codec, label=where, checked_by_caller=True) as stream, _writer(size) as writer:
+            while chunk := stream.read(_STREAM_CHUNK):
                 if writer is None:
                     digest.update(chunk)
                     out.write(chunk)

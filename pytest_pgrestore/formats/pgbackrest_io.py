@@ -33,15 +33,17 @@ class _Raw(io.RawIOBase):
         super().close()
 
 
-def open_codec(raw: BinaryIO, codec: str, *, label: str) -> BinaryIO:
+def open_codec(raw: BinaryIO, codec: str, *, label: str, checked_by_caller: bool = False) -> BinaryIO:
     """Decode ``raw`` with the codec the repository metadata names (never guessed from bytes).
 
-    ``codec``: none | gz | bz2 | lz4 | zst (pgBackRest's names).
+    ``codec``: none | gz | bz2 | lz4 | zst (pgBackRest's names). ``checked_by_caller``: the caller
+    checks every decoded byte against a SHA-1 of its own, so lz4's content checksum (an xxHash-32
+    that costs more than the decoding) is skipped.
     """
     if codec == "lz4":  # decoded in large steps straight off ``raw`` (no LZ4FrameFile 8 KiB reads)
         from ..codecs import Lz4Reader
 
-        return Lz4Reader(raw)
+        return Lz4Reader(raw, content_checksum=not checked_by_caller)
     stream = io.BufferedReader(_Raw(raw), buffer_size=_CHUNK)
     if codec == "none":
         return stream
