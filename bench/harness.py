@@ -116,6 +116,27 @@ class Bench:
         chown_tree(path)
         return path
 
+    def settle_memory(self, nbytes: int) -> float:
+        """Touch ``nbytes`` of page cache and free it at once, so the next contender's writes all meet
+        pages that were freed moments ago; returns the seconds this took (untimed for the contender).
+
+        The host of this VM reclaims guest memory that has been free for about a second: writing 1 GiB
+        into the page cache costs ~0.2 s of system time on just-freed pages and ~0.7-2 s on reclaimed
+        ones. Without this, a contender's time swings with how long the memory it meets has sat free,
+        which has nothing to do with the contender. Every contender gets the same treatment. The pad's
+        pages are dirty and are dropped by the unlink, never written to disk."""
+        pad = self.work / "memory-pad"
+        t = time.monotonic()
+        fd = os.open(pad, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            block = bytes(1 << 20)
+            for _ in range(-(-nbytes // len(block))):
+                os.write(fd, block)
+        finally:
+            os.close(fd)
+            pad.unlink()
+        return time.monotonic() - t
+
     def write(self) -> None:
         from report import markdown
 

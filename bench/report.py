@@ -30,7 +30,9 @@ def _machine(results: dict) -> str:
         "every backup and WAL lz4-compressed (bucket totals, backups + WAL: "
         + ", ".join(f"{k} {_mb(v)}" for k, v in stored.items()) + "); "
         "SeaweedFS over TLS on 127.0.0.1; its files in the OS page cache (warm), our download cache off; "
-        "each figure the median of the runs, contenders interleaved round by round.",
+        "each figure the median of the runs, contenders interleaved round by round; before each fetch "
+        "contender 1.25x the database's size of page cache is written and freed (untimed), so every "
+        "contender's writes meet just-freed memory (this VM's host reclaims memory free for over a second).",
     ])
 
 
