@@ -67,6 +67,15 @@ def _gets(proxy, key: str) -> list:
     return [r for r in proxy.requests_for(f"/{BUCKET}/o/{key}") if r.method == "GET"]
 
 
+def read_through(layer: FetchLayer, key: str) -> bytes:
+    """All of ``key`` as the reader sees it; the layer is closed after."""
+    try:
+        with layer.open(key) as f:
+            return f.read()
+    finally:
+        layer.close()
+
+
 def test_a_reader_slower_than_the_link_gets_a_large_object_in_one_get(objects, proxy, seaweed):
     """The reader (decompression, writes) is the slower side: the one stream goes on to the end;
     parallel GETs would only cost CPU here, ours and the server's."""
@@ -91,12 +100,7 @@ def test_twin_a_reader_waiting_on_the_link_gets_the_rest_in_parallel_parts(objec
     """The twin: a reader that does nothing but read waits on the link (a relay in Python) for
     most of the first part, so the rest of the object comes as parallel ranged parts."""
     layer = FetchLayer(store_via(proxy, seaweed), concurrency=4, part_size=PART)
-    try:
-        with layer.open("big") as f:
-            data = f.read()
-    finally:
-        layer.close()
-    assert sha(data) == sha(objects["o/big"])
+    assert sha(read_through(layer, "big")) == sha(objects["o/big"])
     ranges = [r.headers["range"] for r in _gets(proxy, "big")]
     assert ranges[0] == "bytes=0-" and len(ranges) > 1
     starts = sorted(int(r[6:].split("-")[0]) for r in ranges[1:])
@@ -108,13 +112,8 @@ def test_a_large_object_comes_as_parallel_ranged_parts_byte_identical(objects, p
     store = store_via(proxy, seaweed)
     layer = FetchLayer(store, concurrency=4, part_size=PART)
     free = layer._slots.free
-    try:
-        with layer.open("big") as f:
-            data = f.read()
-    finally:
-        layer.close()
-    assert sha(data) == sha(objects["o/big"])
-    gets = [r for r in proxy.requests_for(f"/{BUCKET}/o/big") if r.method == "GET"]
+    assert sha(read_through(layer, "big")) == sha(objects["o/big"])
+    gets = _gets(proxy, "big")
     assert len(gets) == 21 and layer.stats.parts == 20 and layer.stats.ranged_objects == 1
     ranges = sorted((int(r.headers["range"][6:].split("-")[0]), r.headers["range"]) for r in gets)
     assert [start for start, _ in ranges] == [i * PART for i in range(21)]
@@ -186,16 +185,11 @@ def test_a_part_whose_connection_drops_is_resumed_inside_its_range(objects, prox
     path = f"/{BUCKET}/o/big"
     layer = FetchLayer(store_via(proxy, seaweed), concurrency=2, part_size=PART)
     proxy.rules.append(DropRule(path=path, after=PART // 3, range_prefix=f"bytes={2 * PART}-"))
-    try:
-        with layer.open("big") as f:
-            data = f.read()
-    finally:
-        layer.close()
-    assert sha(data) == sha(objects["o/big"])
-    ranges = [r.headers["range"] for r in proxy.requests_for(path) if r.method == "GET"]
+    assert sha(read_through(layer, "big")) == sha(objects["o/big"])
+    ranges = [r.headers["range"] for r in _gets(proxy, "big")]
     (cut,) = [r for r in proxy.requests_for(path) if r.cut]
     start, end = cut.headers["range"][6:].split("-")
-    cut_part, resumed = [r for r in ranges if r.endswith(f"-{end}")]  # the part, then once more
+    _cut_part, resumed = [r for r in ranges if r.endswith(f"-{end}")]  # the part, then once more
     assert int(start) <= int(resumed[6:].split("-")[0]) <= int(end)  # from where it broke off, to its own end
 
 
