@@ -290,8 +290,8 @@ class PgBackRestFormat:
         def job(f: ManifestFile) -> tuple[int, int]:
             return self._restore_file(backup, manifest, f, layout.local(f.name), owner, cancel)
 
-        # files in flight: the run's fetch concurrency (pgbackrest restore's --process-max); fewer
-        # than 8 costs a CPU-bound runner less in thread switching than it gains (bench/README.md)
+        # files in flight: the run's fetch concurrency (pgbackrest restore's --process-max); on a
+        # CPU-bound runner, 8 threads cost more in hand-offs than they gain (bench/README.md)
         workers = getattr(self.store, "concurrency", None) or _WORKERS
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgbackrest-fetch")
         try:
