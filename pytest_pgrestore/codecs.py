@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import sys
 import tarfile
 from collections.abc import Callable
@@ -469,17 +468,7 @@ def _extract_member(tar, member, dest, label, on_symlink, owner, writer) -> int:
                             checked="every tar member's type (only files, directories, symlinks)",
                             fix="this archive is not a PostgreSQL backup")
     target.parent.mkdir(parents=True, exist_ok=True)
-    if member.size <= _CHUNK:  # most files: read here, created and written on the writer thread
-        chunks = list(iter(lambda: tar.read_data(_CHUNK), b""))
-        writer.write_file(target, chunks, owner)
-        return sum(len(c) for c in chunks)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, stat.S_IRUSR | stat.S_IWUSR)
-    written = 0
-    try:
-        while chunk := tar.read_data(_CHUNK):
-            writer.write(fd, chunk)
-            written += len(chunk)
-    finally:
-        writer.close(fd, owner)  # the writer closes it once the queued data is written
-    return written
+    from .tarstream import write_member
+
+    return write_member(tar, target, member.size, owner, writer)
 

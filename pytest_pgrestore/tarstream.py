@@ -16,10 +16,10 @@ import os
 import queue
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-__all__ = ["TarStream", "Writer", "TruncatedTar", "CHUNK"]
+__all__ = ["TarStream", "Writer", "TruncatedTar", "CHUNK", "write_member"]
 
 CHUNK = 1 << 20
 _ZERO = bytes(tarfile.BLOCKSIZE)
@@ -190,6 +190,33 @@ class Writer:
 
 
 _NEW_FILE = object()
+
+
+def write_member(tar: TarStream, target, size: int, owner: tuple[int, int] | None, writer: Writer, *,
+                 short: Callable[[int], Exception] | None = None) -> int:
+    """The current member's data into a new file ``target`` (``O_NOFOLLOW``), through ``writer``.
+
+    A small member is read here and created and written on the writer thread; a large one is
+    streamed to it chunk by chunk.  ``short(written)``, when given, is the error raised for a
+    member whose data ends before ``size`` (a small one before its file is created)."""
+    if size <= CHUNK:  # most files
+        chunks = list(iter(lambda: tar.read_data(CHUNK), b""))
+        written = sum(len(c) for c in chunks)
+        if short is not None and written != size:
+            raise short(written)
+        writer.write_file(target, chunks, owner)
+        return written
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    written = 0
+    try:
+        while chunk := tar.read_data(CHUNK):
+            writer.write(fd, chunk)
+            written += len(chunk)
+    finally:
+        writer.close(fd, owner)  # closed on the writer thread once its data is written
+    if short is not None and written != size:
+        raise short(written)
+    return written
 
 
 def _create(path, chunks: list, owner: tuple[int, int] | tuple[()]) -> None:

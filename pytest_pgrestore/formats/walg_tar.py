@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import struct
 import tarfile
 from collections.abc import Callable
@@ -155,26 +154,13 @@ def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_s
     if key in level.incremented:
         return apply_increment(_MemberData(tar), target, label=name, block_size=block_size)
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if member.size <= _CHUNK:  # most files: read here, created and written on the writer thread
-        chunks = list(iter(lambda: tar.read_data(_CHUNK), b""))
-        written = sum(len(c) for c in chunks)
-        if written != member.size:
-            raise CorruptBackup(f"{label}: member {member.name!r} is short ({written} of {member.size} bytes)",
-                                checked="member sizes", fix="the object is truncated; restore from another backup")
-        writer.write_file(target, chunks, owner)
-        return written
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, stat.S_IRUSR | stat.S_IWUSR)
-    written = 0
-    try:
-        while chunk := tar.read_data(_CHUNK):
-            writer.write(fd, chunk)
-            written += len(chunk)
-    finally:
-        writer.close(fd, owner)  # closed on the writer thread once its data is written
-    if written != member.size:
-        raise CorruptBackup(f"{label}: member {member.name!r} is short ({written} of {member.size} bytes)",
-                            checked="member sizes", fix="the object is truncated; restore from another backup")
-    return written
+    from ..tarstream import write_member
+
+    def short(written: int) -> CorruptBackup:
+        return CorruptBackup(f"{label}: member {member.name!r} is short ({written} of {member.size} bytes)",
+                             checked="member sizes", fix="the object is truncated; restore from another backup")
+
+    return write_member(tar, target, member.size, owner, writer, short=short)
 
 
 def _read_exact(src: BinaryIO, n: int, label: str, what: str) -> bytes:
