@@ -384,3 +384,60 @@ def test_block_incremental_is_refused_and_its_bundled_twin_restores(workroot, se
     assert list(bundled.glob("backup/main/*/bundle/*"))  # really bundled
     rows, result = restore_rows(settings_factory(f"file://{bundled}"))
     assert (rows, result.outcome) == (4, "REACHED")
+
+
+# -- the GETs themselves, over TLS: ours on one kept-alive connection, refused for a foreign CA ------
+def _lean_watch(monkeypatch):
+    from pytest_pgrestore.storage import s3_lean
+
+    seen = {"connections": 0, "handed_back": 0}
+    opened, get = s3_lean._Connection.open.__func__, s3_lean.LeanGet.get
+
+    def counting_open(cls, *args, **kwargs):
+        seen["connections"] += 1
+        return opened(cls, *args, **kwargs)
+
+    def counting_get(self, key, extra):
+        resp = get(self, key, extra)
+        seen["handed_back"] += resp is None
+        return resp
+
+    monkeypatch.setattr(s3_lean._Connection, "open", classmethod(counting_open))
+    monkeypatch.setattr(s3_lean.LeanGet, "get", counting_get)
+    return seen
+
+
+def test_s3_tls_gets_are_sent_by_us_on_one_kept_alive_connection(tls_s3, monkeypatch):
+    from pytest_pgrestore.storage.s3 import S3Store
+
+    tls_s3.create_bucket("leantls")
+    client = tls_s3.admin_client()
+    bodies = {f"o/{i}": os.urandom(100 + 997 * i) for i in range(20)}
+    for key, body in bodies.items():
+        client.put_object(Bucket="leantls", Key=key, Body=body)
+    client.close()
+    seen = _lean_watch(monkeypatch)
+    with S3Store("leantls", "o", env=https_env(tls_s3)) as store:
+        for key, body in bodies.items():
+            with store.open(key.removeprefix("o/")) as f:
+                assert f.read() == body
+        with store.open_range("19", 5, 50) as f:
+            assert f.read() == bodies["o/19"][5:50]
+    assert seen == {"connections": 1, "handed_back": 0}
+
+
+def test_twin_s3_tls_with_another_ca_is_refused_by_us_and_explained_by_the_client(tls_s3, workroot, monkeypatch):
+    from pytest_pgrestore.errors import SourceError
+    from pytest_pgrestore.storage.s3 import S3Store
+
+    foreign, _ = self_signed_cert(workroot / "foreign-ca")
+    tls_s3.create_bucket("leantls-twin")
+    client = tls_s3.admin_client()
+    client.put_object(Bucket="leantls-twin", Key="o/x", Body=b"never read")
+    client.close()
+    seen = _lean_watch(monkeypatch)
+    env = {**https_env(tls_s3), "AWS_CA_BUNDLE": str(foreign)}
+    with S3Store("leantls-twin", "o", env=env) as store, pytest.raises(SourceError) as err:
+        store.open("x").read()
+    assert seen["handed_back"] == 1
+    assert "AWS_CA_BUNDLE" in err.value.fix and env["AWS_SECRET_ACCESS_KEY"] not in str(err.value)
