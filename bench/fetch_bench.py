@@ -59,7 +59,7 @@ def rounds(bench, fmt: str, contenders: dict) -> dict[str, float]:
 
     from build import log
 
-    dest = bench.work / "fetch-dest"
+    dest = bench.restore_root / "fetch-dest"
     times: dict[str, list[float]] = {label: [] for label in contenders}
     settle = int(bench.state.get("db_bytes", 1 << 30) * 1.25)  # what a contender writes, and some
     for _ in range(bench.args.runs):

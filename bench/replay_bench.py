@@ -106,7 +106,7 @@ def pytest_drill(bench, *, sampler=None, extra=(), expect_note=True) -> dict:
     env.update(bench.env, PGRESTORE_BENCH_OUT=str(notes), PGRESTORE_BENCH_SCALE=str(bench.state["scale"]))
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(HERE / "drill"),
             "--restore-source=s3://basebackup/pg", "--restore-format=basebackup",
-            f"--restore-fetch-concurrency={bench.args.concurrency}", f"--restore-workdir={bench.work / 'runs'}",
+            f"--restore-fetch-concurrency={bench.args.concurrency}", f"--restore-workdir={bench.restore_root / 'runs'}",
             "--restore-progress=off", *extra]
     proc = subprocess.Popen(argv, cwd=HERE.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if sampler is not None:
@@ -186,7 +186,7 @@ def replay_local(bench, *, mode: str) -> float:
     from pytest_pgrestore.target import RestoreTarget
 
     owner = server_ids()
-    run = bench.fresh(bench.work / f"replay-{mode}")
+    run = bench.fresh(bench.restore_root / f"replay-{mode}")
     fmt = BaseBackupFormat(S3Store("basebackup", "pg", env=bench.env))
     catalog = fmt.catalog()
     plan = make_plan(catalog, RestoreTarget.parse("latest"), timeline="latest", inclusive=True)

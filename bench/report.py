@@ -32,7 +32,8 @@ def _machine(results: dict) -> str:
         "SeaweedFS over TLS on 127.0.0.1; its files in the OS page cache (warm), our download cache off; "
         "each figure the median of the runs, contenders interleaved round by round; before each fetch "
         "contender 1.25x the database's size of page cache is written and freed (untimed), so every "
-        "contender's writes meet just-freed memory (this VM's host reclaims memory free for over a second).",
+        "contender's writes meet just-freed memory (this VM's host reclaims memory free for over a second). "
+        f"Every restore writes into {m.get('restores_write_into', 'the work dir')}.",
     ])
 
 

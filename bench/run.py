@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reuse", action="store_true", help="reuse the data a previous run built in --workdir")
     ap.add_argument("--only", default="all",
                     help="comma-separated stages: fetch, wal, replay, rss, cache, xdist (default: all)")
+    ap.add_argument("--restore-fs", choices=("ext4", "workdir"), default="ext4",
+                    help="where restores write: a fresh ext4 with a journal on a loop device (default), or the "
+                         "work dir's own filesystem")
     ap.add_argument("--out", type=Path, default=HERE / "results",
                     help="where results.json and results.md are written (default %(default)s)")
     return ap.parse_args(argv)

@@ -72,7 +72,7 @@ def _barman_segments(catalog) -> list[str]:
 def spool(bench, fmt, plan) -> float:
     from pytest_pgrestore.spool import WalSpool
 
-    d = bench.fresh(bench.work / "spool")
+    d = bench.fresh(bench.restore_root / "spool")
     t = time.monotonic()
     with WalSpool(fmt, plan, d, owner=None) as s:
         s.fetch_all({}, timeout=600)
@@ -85,7 +85,7 @@ def spool(bench, fmt, plan) -> float:
 def one_by_one(bench, fmt, plan, names: list[str]) -> float:
     keys = plan.segment_keys if plan.segment_keys else {}
     keys = {n: keys.get(n) or fmt.find_wal(n) for n in names}
-    d = bench.fresh(bench.work / "seg")
+    d = bench.fresh(bench.restore_root / "seg")
     t = time.monotonic()
     for name, key in keys.items():
         with fmt.open_wal(key) as src, open(d / name, "wb") as out:
@@ -97,7 +97,7 @@ def one_by_one(bench, fmt, plan, names: list[str]) -> float:
 
 
 def archive_get(bench, names: list[str]) -> float:
-    d = bench.fresh(bench.work / "seg")
+    d = bench.fresh(bench.restore_root / "seg")
     t = time.monotonic()
     for name in names:
         bench.pgbackrest.run("archive-get", name, str(d / name))
@@ -109,7 +109,7 @@ def archive_get(bench, names: list[str]) -> float:
 def wal_restore(bench, names: list[str]) -> float:
     exe = Path(sys.executable).parent / "barman-cloud-wal-restore"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **bench.tool_env}
-    d = bench.fresh(bench.work / "seg")
+    d = bench.fresh(bench.restore_root / "seg")
     t = time.monotonic()
     for name in names:
         subprocess.run([str(exe), "--cloud-provider", "aws-s3", "--endpoint-url", bench.s3.https_endpoint,
