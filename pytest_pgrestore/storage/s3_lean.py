@@ -139,7 +139,7 @@ class LeanGet:
                 ("Range" in extra and status != 206):  # a server that ignored Range: the client says so
             conn.close()  # its body is never read (it may be a whole object): the connection goes
             return None
-        keep = version == b"1" and fields.get(b"connection", b"").lower() != b"close"
+        keep = version == b"1" and b"close" not in (t.strip() for t in fields.get(b"connection", b"").lower().split(b","))
         size = int(length)
         body = _Body(conn, size, self if keep else None)
         return {"Body": body, "ContentRange": _text(fields.get(b"content-range")),

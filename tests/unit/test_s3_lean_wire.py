@@ -153,7 +153,7 @@ def test_twin_a_fresh_connection_closed_before_a_status_goes_to_the_client(serve
     assert server.connections == 1  # no retry on a connection that was never stale
 
 
-@pytest.mark.parametrize("closing", ["Connection: close", "HTTP/1.0"])
+@pytest.mark.parametrize("closing", ["Connection: close", "Connection: Keep-Alive, Close", "HTTP/1.0"])
 def test_a_response_that_ends_its_connection_is_not_kept(serve, closing):
     def answer(req, n):
         reply = ok(BODY, closing) if closing.startswith("Connection") else ok(BODY).replace(b"HTTP/1.1", b"HTTP/1.0", 1)
