@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from it_support import our_postgres_processes
 
-from pytest_pgrestore.rundir import list_run_dirs
+from pytest_pgrestore.rundir import free_port, list_run_dirs
 
 pytestmark = pytest.mark.integration
 
@@ -126,14 +126,15 @@ def test_help_reads_well():
 
 def test_restore_keep_running_then_stop(pg15, workroot):
     pgdata = workroot / "cli-restore-pgdata"
-    out = run("restore", pg15.s3_url, "--pgdata", str(pgdata), "--listen-port", "55432", "--keep-running",
+    port = free_port()  # a fixed port can be another test's ephemeral one under xdist
+    out = run("restore", pg15.s3_url, "--pgdata", str(pgdata), "--listen-port", str(port), "--keep-running",
               env={**pg15.s3_env, "PGRESTORE_WORKDIR": str(workroot / "cli-runs")})
     assert out.returncode == 0, out.stderr
     assert "REACHED" in out.stdout and "kill -INT" in out.stderr
     (run_dir,) = list_run_dirs(workroot / "cli-runs")
     try:
         password = (run_dir / "password").read_text().strip()
-        with psycopg.connect(host="127.0.0.1", port=55432, user="postgres", password=password,
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", password=password,
                              dbname="postgres") as conn:
             assert conn.execute("select count(*) from t").fetchone()[0] == pg15.total_rows
     finally:
