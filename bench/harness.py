@@ -95,19 +95,19 @@ class Bench:
             loop = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", str(image)], check=True,
                                   capture_output=True, text=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError) as exc:
-            image.unlink(missing_ok=True)
-            log(f"no fresh ext4 for the restores ({exc}); they write into {self.work}")
-            return
+            return self._no_restore_fs(image, str(exc))
         mnt.mkdir(exist_ok=True)
         mounted = subprocess.run(["mount", loop, str(mnt)], capture_output=True, text=True)
         if mounted.returncode != 0:
             subprocess.run(["losetup", "-d", loop], check=False)
-            image.unlink(missing_ok=True)
-            log(f"no fresh ext4 for the restores ({mounted.stderr.strip()}); they write into {self.work}")
-            return
+            return self._no_restore_fs(image, mounted.stderr.strip())
         self._loop, self.restore_root = loop, mnt
         mnt.chmod(0o755)
         self.restore_fs = f"a fresh ext4 with a journal ({size >> 30} GiB image on {loop}, direct I/O)"
+
+    def _no_restore_fs(self, image: Path, why: str) -> None:
+        image.unlink(missing_ok=True)
+        log(f"no fresh ext4 for the restores ({why}); they write into {self.work}")
 
     @property
     def env(self) -> dict[str, str]:

@@ -522,8 +522,9 @@ def _parse_progress(value: object, origin: str) -> str | float:
 
 OPTIONS += (
     OptionSpec("fetch_concurrency", "8", _parse_concurrency,
-               "most ranged parts of a large base-backup object in flight ahead of the reader (one at first, "
-               "more each time the reader waits for the network), and pgBackRest files fetched at once; "
+               "most ranged parts of a large base-backup object in flight ahead of the reader (once the reader "
+               "waits on its one stream: two at first, more each time it waits again), and pgBackRest files "
+               "fetched at once; "
                "1: one plain stream per object"),
     OptionSpec("cache", "off", _parse_cache,
                "keep fetched base-backup objects across runs, keyed by their ETag: off, on (the flag alone: "

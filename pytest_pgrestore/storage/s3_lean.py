@@ -99,15 +99,15 @@ class LeanGet:
         None: the caller asks the full client then (which also explains any error)."""
         if not self.usable:
             return None
-        path = f"{self.path}/{percent_encode(key, safe='/~')}"
+        encoded = percent_encode(key, safe="/~")
         headers = {"Host": self.netloc, **{_HEADERS[k]: v for k, v in extra.items()}}
-        request = AWSRequest(method="GET", url=f"{self.base}/{percent_encode(key, safe='/~')}", headers=headers)
+        request = AWSRequest(method="GET", url=f"{self.base}/{encoded}", headers=headers)
         try:
             frozen = self.credentials.get_frozen_credentials()
             S3SigV4Auth(frozen, "s3", self.region).add_auth(request)
         except BotoCoreError:  # a credential refresh that failed: the client reports it properly
             return None
-        lines = [f"GET {path} HTTP/1.1"]
+        lines = [f"GET {self.path}/{encoded} HTTP/1.1"]
         for name, value in (*request.headers.items(), ("User-Agent", _USER_AGENT)):
             if not _FIELD.fullmatch(f"{name}: {value}"):  # a value that would split the request
                 return None
