@@ -36,8 +36,8 @@ def _common(p: argparse.ArgumentParser, *, target: bool = False) -> None:
                    help="backup layout (default: auto)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     if target:
-        p.add_argument("--target", help="latest, immediate, oldest, backup:NAME, an RFC 3339 time, "
-                       "lsn:X/Y, xid:N or name:POINT (default: latest)")
+        p.add_argument("--target", help="latest, immediate, oldest, backup:NAME (or the bare name), "
+                       "an RFC 3339 time, lsn:X/Y, xid:N or name:POINT (default: latest)")
         p.add_argument("--timeline", help="latest, current or a timeline id (default: latest)")
 
 

@@ -37,6 +37,8 @@ class Plan:
 def make_plan(catalog: Catalog, target: RestoreTarget, *, timeline: str = "latest",
               inclusive: bool = True, backup: Backup | None = None) -> Plan:
     """Plan a restore of ``target``; ``backup`` forces the backup (retries of xid:/name:)."""
+    if target.tentative and catalog.backup(target.backup) is None:
+        _refuse_tentative(target, catalog)  # before "no backup found": a malformed target stays exit 4
     if not catalog.backups:
         raise PreflightError(f"no backup found in {catalog.source}",
                              checked=f"the {catalog.format} layout's backup folders",
@@ -97,6 +99,18 @@ def _candidates(catalog: Catalog, target: RestoreTarget) -> list[Backup]:
                 fix=f"choose an LSN at or after {format_lsn(backups[0].stop_lsn)}")
         return list(reversed(fit))
     raise AssertionError(target.kind)
+
+
+def _refuse_tentative(target: RestoreTarget, catalog: Catalog) -> None:
+    """A bare name the grammar does not know, and no backup has: the parser's own refusal (a usage
+    error, with its corrected spelling), which also says the listing was looked at."""
+    refusal = target.refusal()
+    if refusal is None:  # the text parses strictly after all: only the name lookup can answer
+        return
+    backups = catalog.backups
+    listed = f"{len(backups)} backups: {', '.join(b.name for b in backups)}" if backups else "it holds none"
+    refusal.checked = f"{refusal.checked}; nor is it the name of a backup in {catalog.source} ({listed})"
+    raise refusal
 
 
 def _check_pin(backup: Backup, target: RestoreTarget) -> None:

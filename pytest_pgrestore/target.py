@@ -3,6 +3,11 @@
 The grammar is deliberately small and strict: a restore drill that silently reads
 ``2026-11-20T12:00:00`` as server-local time, or ``LATEST`` as one of two different things,
 proves the wrong point.  Everything ambiguous is refused with the corrected spelling.
+
+One exception waits for the listing: text the grammar does not recognize but that could be a
+backup's name (``20261207T204321Z``, ``nightly-2026-12-07``: folder names people choose) parses
+as a *tentative* backup target.  The plan makes it that backup when the source holds one of that
+name, and otherwise raises the refusal it would have had here (:meth:`RestoreTarget.refusal`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ _PIN = "@backup:"
 
 SYNTAX = (
     "latest | immediate | oldest | backup:NAME or a bare backup name (base_<24 hex>[_D_<24 hex>], "
-    "20261120-120000F[_20261120-130000D|I], 20261120T120000) | an RFC 3339 time (2026-11-20T12:00:00Z, "
+    "20261120-120000F[_20261120-130000D|I], 20261120T120000, or any other name the source lists) | "
+    "an RFC 3339 time (2026-11-20T12:00:00Z, "
     "2026-11-20 12:00:00.5+02:00) | lsn:X/Y | xid:N | name:POINT; the last four may end with @backup:NAME"
 )
 
@@ -53,6 +59,14 @@ class TargetError(UsageError):
     """The restore target text does not follow the grammar."""
 
 
+class _Unrecognized(Exception):
+    """A refusal of text the grammar does not recognize at all: a backup name, if the listing says so."""
+
+    def __init__(self, error: TargetError) -> None:
+        super().__init__(error.what)
+        self.error = error
+
+
 def parse_lsn(text: str) -> int:
     """``"0/3000148"`` → ``0x3000148``; raises :class:`ValueError` (server output is trusted input)."""
     match = _LSN.fullmatch(text.strip())
@@ -79,6 +93,9 @@ class RestoreTarget:
     xid: int | None = None
     name: str | None = None  # restore point name
     backup: str | None = None  # the backup for kind "backup", else an optional pin
+    # A bare name the grammar does not know: that backup if the source lists it, else refusal().
+    tentative: bool = field(default=False, compare=False)
+    origin: str = field(default="--restore-target", compare=False, repr=False)  # for refusal()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -86,7 +103,20 @@ class RestoreTarget:
 
     @classmethod
     def parse(cls, text: str, *, origin: str = "--restore-target") -> RestoreTarget:
+        """The target ``text`` names; raises :class:`TargetError` with the corrected spelling.
+
+        Text the grammar does not recognize but made only of backup-name characters gives a
+        tentative ``backup`` target instead (see the module docstring)."""
         return _Parser(text, origin).parse()
+
+    def refusal(self) -> TargetError | None:
+        """The error strict parsing gives this target's text (with its origin and hint): what a
+        tentative target stands for when the source holds no backup of that name."""
+        try:
+            _Parser(self.text, self.origin, strict=True).parse()
+        except TargetError as exc:
+            return exc
+        return None
 
     @property
     def needs_replay_search(self) -> bool:
@@ -100,8 +130,8 @@ class RestoreTarget:
     def __str__(self) -> str:
         if self.kind in _KEYWORDS:
             return self.kind
-        if self.kind == "backup":
-            return f"backup:{self.backup}"
+        if self.kind == "backup":  # a tentative one as written: it may yet turn out to be a typo
+            return self.backup if self.tentative else f"backup:{self.backup}"
         if self.kind == "time":
             body = _format_time(self.time)
         elif self.kind == "lsn":
@@ -154,10 +184,11 @@ def _format_time(moment: datetime) -> str:
 class _Parser:
     """One parse: keeps the original text and origin so every refusal can name them."""
 
-    def __init__(self, text: str, origin: str) -> None:
+    def __init__(self, text: str, origin: str, *, strict: bool = False) -> None:
         self.raw = text
         self.text = text.strip()
         self.origin = origin
+        self.strict = strict  # no tentative backup target: every unrecognized text is refused
 
     def fail(self, problem: str, hint: str) -> TargetError:
         shown = repr(self.raw) if self.text else "an empty value"
@@ -167,7 +198,20 @@ class _Parser:
             fix=hint,
         )
 
+    def unrecognized(self, problem: str, hint: str) -> _Unrecognized:
+        """A refusal that stands only if the text names no backup either (see :meth:`parse`)."""
+        return _Unrecognized(self.fail(problem, hint))
+
     def parse(self) -> RestoreTarget:
+        try:
+            return self.parse_text()
+        except _Unrecognized as exc:
+            text = self.text
+            if self.strict or len(text) > _MAX_BACKUP_NAME or not _BACKUP_NAME_CHARS.fullmatch(text):
+                raise exc.error from None
+            return RestoreTarget("backup", self.raw, backup=text, tentative=True, origin=self.origin)
+
+    def parse_text(self) -> RestoreTarget:
         text = self.text
         if not text:
             raise self.fail("it is empty", "pass latest to replay all archived WAL")
@@ -201,8 +245,8 @@ class _Parser:
                 if prefix.lower() in ("time", "timestamp")
                 else "use one of the prefixes backup:, lsn:, xid:, name:"
             )
-            raise self.fail(f"unknown prefix {prefix + ':'!r}", hint)
-        raise self.fail(
+            raise self.unrecognized(f"unknown prefix {prefix + ':'!r}", hint)
+        raise self.unrecognized(
             "it is not a keyword, a known backup name pattern, a time or a prefixed target",
             "for a backup with another name write backup:NAME",
         )
@@ -296,7 +340,7 @@ class _Parser:
     def refuse_near_time(self, text: str) -> None:
         """A near-miss timestamp gets the corrected RFC 3339 form as its hint."""
         if text.isdigit():
-            raise self.fail(
+            raise self.unrecognized(
                 "a bare number is ambiguous", "write xid:N for a transaction id, or an RFC 3339 time"
             )
         match = _LOOSE_TIME.fullmatch(text)
@@ -306,18 +350,20 @@ class _Parser:
         clock = f"{hour or '00'}:{minute or '00'}:{second or '00'}" + (f".{frac}" if frac else "")
         fixed = f"{year}-{month}-{day}T{clock}"
         if zone or (utc and utc not in "Zz"):
-            raise self.fail(
+            raise self.unrecognized(
                 "time zone names are not accepted", f"write Z for UTC or a numeric offset: {fixed}Z"
             )
         if not hour:
-            raise self.fail("a date alone is not a point in time", f"add a time and an offset: {fixed}Z")
+            raise self.unrecognized(
+                "a date alone is not a point in time", f"add a time and an offset: {fixed}Z"
+            )
         if not (utc or sign):
-            raise self.fail(
+            raise self.unrecognized(
                 "the time has no UTC offset, so its meaning would depend on the server's time zone",
                 f"add Z for UTC: {fixed}Z (or an offset such as {fixed}+02:00)",
             )
         offset = f"{sign}{off_h}:{off_m or '00'}" if sign else "Z"
-        raise self.fail(
+        raise self.unrecognized(
             "it is not in RFC 3339 form (YYYY-MM-DDTHH:MM:SS[.frac] then Z or ±hh:mm)",
             f"write {fixed}{offset}",
         )

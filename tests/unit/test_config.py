@@ -427,7 +427,7 @@ def test_a_broken_lower_layer_is_never_read() -> None:
 @pytest.mark.parametrize(
     ("layers", "origin"),
     [
-        ({"env": {"PGRESTORE_TARGET": "2026-11-20T12:00:00"}}, "env PGRESTORE_TARGET"),
+        ({"env": {"PGRESTORE_TARGET": "2026-11-20 12:00:00"}}, "env PGRESTORE_TARGET"),
         ({"cli": {"format": "tar"}}, "--restore-format"),
         ({"ini": {"timeout": "6 hours"}}, "ini restore_timeout"),
         ({"env": {"WALG_S3_PREFIX": "gs://b/p"}}, "env WALG_S3_PREFIX"),

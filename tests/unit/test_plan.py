@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pytest_pgrestore.catalog import Backup, Catalog, WalArchive, WalSegment
-from pytest_pgrestore.errors import PreflightError
+from pytest_pgrestore.errors import PreflightError, UsageError
 from pytest_pgrestore.plan import ARCHIVE_END_MARGIN, MIN_MAJOR, make_plan
-from pytest_pgrestore.target import RestoreTarget, format_lsn
+from pytest_pgrestore.target import RestoreTarget, TargetError, format_lsn
 from pytest_pgrestore.wal import parse_history, segment_name
 
 UTC = timezone.utc
@@ -277,6 +277,94 @@ def test_forced_backup_for_a_retry(cat):
     assert plan.backup is B5
     assert plan.fallbacks == [B2]
     assert plan.segments == names([(1, s) for s in range(5, 10)])
+
+
+# -- bare backup names: the tools' schemes at once, any other name once the listing has it --------
+
+WALG_FULL = "base_000000010000000000000002"
+NAMING_SCHEMES = [
+    WALG_FULL,  # WAL-G full
+    "base_000000010000000000000005_D_000000010000000000000002",  # WAL-G delta
+    "20261120-120000F",  # pgBackRest full
+    "20261120-120000F_20261120-130000D",  # pgBackRest differential
+    "20261120-120000F_20261120-130000I",  # pgBackRest incremental
+    "20261120T120000",  # barman, and pg_basebackup folders named the usual way
+    "20261207T204321Z",  # user-chosen folder names: ISO 8601 basic with Z,
+    "nightly-2026-12-07",  # a label with a date,
+    "2026-12-07_0300",  # a date and a clock time
+]
+
+
+def named(first: str, middle: str, last: str) -> Catalog:
+    """The three test backups renamed, oldest first (``middle`` is B5)."""
+    renamed = [backup(2, name=first), backup(5, name=middle), backup(8, name=last)]
+    return catalog(renamed, archive({1: range(2, 10)}))
+
+
+@pytest.mark.parametrize("name", NAMING_SCHEMES)
+def test_a_bare_backup_name_of_any_scheme_is_that_backup(name):
+    cat = named("20261101T000000", name, "20261201T000000")
+    target = T(name)
+    plan = make_plan(cat, target)
+    assert plan.backup.name == name and plan.backup.start_lsn == B5.start_lsn
+    assert plan.segments == names([(1, 5)])
+    assert plan.recovery["recovery_target"] == "immediate"
+    assert plan.fallbacks == []
+    assert make_plan(cat, T(f"backup:{name}")).backup is plan.backup  # the unambiguous spelling
+
+
+@pytest.mark.parametrize("name", NAMING_SCHEMES[6:])
+def test_twin_a_user_chosen_name_that_no_backup_has_is_the_original_usage_error(name):
+    cat = named("20261101T000000", name + "x", "20261201T000000")  # one character off
+    with pytest.raises(TargetError) as err:
+        make_plan(cat, RestoreTarget.parse(name, origin="env PGRESTORE_TARGET"))
+    original = RestoreTarget.parse(name).refusal()
+    assert isinstance(err.value, UsageError) and not isinstance(err.value, PreflightError)
+    assert err.value.what == original.what.replace("--restore-target", "env PGRESTORE_TARGET")
+    assert err.value.fix == original.fix
+    assert err.value.checked == (f"{original.checked}; nor is it the name of a backup in s3://drills/main "
+                                 f"(3 backups: 20261101T000000, {name}x, 20261201T000000)")
+
+
+def test_twin_compact_time_names_no_backup_refused_as_before(cat):
+    with pytest.raises(TargetError) as err:
+        make_plan(cat, T("20261207T204321Z"))
+    assert err.value.what == (
+        "invalid restore target '20261207T204321Z' (from --restore-target): it is not in "
+        "RFC 3339 form (YYYY-MM-DDTHH:MM:SS[.frac] then Z or ±hh:mm)"
+    )
+    assert err.value.fix == "write 2026-12-07T20:43:21Z"
+    assert f"3 backups: {B2.name}, {B5.name}, {B8.name}" in err.value.checked
+
+
+def test_twin_a_tool_scheme_name_that_no_backup_has_is_a_preflight_refusal(cat):
+    # the grammar knows these names as backup names: a missing one is a fact of the listing (exit 1)
+    with pytest.raises(PreflightError, match="backup '20250101T000000' is not in s3://drills/main"):
+        make_plan(cat, T("20250101T000000"))
+
+
+def test_a_tentative_name_in_an_empty_source_is_still_the_usage_error():
+    with pytest.raises(TargetError) as err:
+        make_plan(catalog([], archive({1: range(2, 10)})), T("2026-11-20T12:00:00"))
+    assert "no UTC offset" in err.value.what and err.value.fix.startswith("add Z for UTC")
+    assert err.value.checked.endswith("nor is it the name of a backup in s3://drills/main (it holds none)")
+
+
+def test_a_naive_time_that_names_a_backup_is_that_backup():
+    cat = named("2026-11-26T20:00:00", "2026-11-26T20:05:00", "2026-11-26T20:08:00")
+    plan = make_plan(cat, T("2026-11-26T20:05:00"))
+    assert plan.backup.name == "2026-11-26T20:05:00" and plan.recovery["recovery_target"] == "immediate"
+
+
+def test_keywords_and_times_keep_their_meaning_beside_folders_of_that_name():
+    cat = named("oldest", "latest", "2026-11-26T20:06:00Z")
+    latest = make_plan(cat, T("latest"))
+    assert latest.backup.name == "2026-11-26T20:06:00Z" and "recovery_target" not in latest.recovery
+    assert make_plan(cat, T("oldest")).backup.name == "oldest"
+    at = make_plan(cat, T("2026-11-26T20:06:00Z"))  # a time: the newest backup finished before it
+    assert at.backup.name == "latest" and "recovery_target_time" in at.recovery
+    assert make_plan(cat, T("backup:latest")).backup.name == "latest"
+    assert make_plan(cat, T("backup:2026-11-26T20:06:00Z")).backup.name == "2026-11-26T20:06:00Z"
 
 
 # -- the plan: segments, archive end, recovery settings -------------------------------------------
