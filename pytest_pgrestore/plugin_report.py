@@ -18,6 +18,7 @@ import pytest
 
 from . import evidence, report
 from .config import PAGERDUTY_KEY_VAR
+from .errors import UsageError
 from .manager import key_for
 from .plugin import _MANAGER, _SETTINGS, RESTORE_FIXTURES, RestoreItem, settings_for
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _RECORD = "pgrestore_evidence"  # on a restore item's call report: {"ref", "record"}
 _DRILL_OF = "pgrestore_drill_of"  # on a drill's reports: the ref of the restore it used
+_USAGE = "pgrestore_usage_error"  # on the report of a restore that failed with a usage error
 
 
 def _ref(key) -> str:
@@ -41,6 +43,7 @@ class EvidencePlugin:
         self.drills: dict[str, dict[str, dict[str, Any]]] = {}
         self.doc: dict[str, Any] | None = None
         self.notes: list[str] = []
+        self.usage_errors: list[str] = []  # node ids of restores refused as usage errors
         if self.settings.alert_pagerduty and not self.env.get(PAGERDUTY_KEY_VAR):
             raise pytest.UsageError(
                 f"--restore-alert-pagerduty (from {self.settings.origins.get('alert_pagerduty')}) needs the "
@@ -56,6 +59,8 @@ class EvidencePlugin:
     def pytest_runtest_makereport(self, item: pytest.Item, call):
         outcome = yield
         rep = outcome.get_result()
+        if rep.when == "call" and _usage_error(item, call):
+            setattr(rep, _USAGE, True)
         if isinstance(item, RestoreItem):  # negative_control[...] and plan[...] items prove something else
             if rep.when == "call" and item.name.startswith("restore["):
                 self._restore_report(item, rep)
@@ -83,6 +88,8 @@ class EvidencePlugin:
 
     # -- on the controller (xdist) or the only process ----------------------------------------
     def pytest_runtest_logreport(self, report) -> None:
+        if getattr(report, _USAGE, False):
+            self.usage_errors.append(report.nodeid)
         ev = getattr(report, _RECORD, None)
         if ev:
             self.records[ev["ref"]] = ev["record"]
@@ -113,6 +120,11 @@ class EvidencePlugin:
             self.notes.append(f"no drill ran although a backup source is configured (from "
                               f"{self.settings.origins.get('source')}): nothing was proven, so pytest's exit "
                               "status 5 (no tests collected) is turned into 1")
+        if status == pytest.ExitCode.TESTS_FAILED and self.usage_errors:
+            session.exitstatus = status = int(pytest.ExitCode.USAGE_ERROR)
+            shown = ", ".join(nodeid.rpartition("::")[2] for nodeid in self.usage_errors)
+            self.notes.append(f"{shown} failed on a value the user controls (a malformed target, option or "
+                              "source): the exit status is 4 (usage error), as when pytest refuses an option")
         if not self.records and not self._wants_output():
             return
         self.doc = self._document(status)
@@ -184,6 +196,16 @@ class EvidencePlugin:
     def pytest_html_results_summary(self, prefix, summary, postfix, session) -> None:
         if self.doc and self.doc["restores"]:
             prefix.append(report.html_section(self.doc))
+
+
+def _usage_error(item: pytest.Item, call) -> bool:
+    """The restore of this item (or of its ``restore_factory``) failed with a usage error: known only
+    once it ran, as a bare backup name is a malformed target when the listing holds no such backup."""
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(item, RestoreItem):
+        return isinstance(exc, UsageError)
+    # restore_factory turns a usage error into pytest's own
+    return isinstance(exc, pytest.UsageError) and "restore_factory" in getattr(item, "fixturenames", ())
 
 
 def _first_line(text: str) -> str | None:

@@ -184,14 +184,18 @@ FORMATS = "auto, basebackup, walg, pgbackrest, barman"
             id="format-env",
         ),
         pytest.param(
-            ["--restore-target=foo:bar"],
+            ["--restore-target=foo:bar baz"],  # foo:bar alone could name a backup: refused after listing
             {},
             "",
-            ["invalid restore target 'foo:bar' (from --restore-target)", "unknown prefix 'foo:'", "lsn:X/Y"],
+            [
+                "invalid restore target 'foo:bar baz' (from --restore-target)",
+                "unknown prefix 'foo:'",
+                "lsn:X/Y",
+            ],
             id="target-malformed",
         ),
         pytest.param(
-            ["--restore-target=2026-11-20T12:00:00"],
+            ["--restore-target=2026-11-20 12:00:00"],  # with a T: after listing (test_bare_backup_names.py)
             {},
             "",
             ["has no UTC offset", "fix: add Z for UTC: 2026-11-20T12:00:00Z"],
@@ -218,9 +222,9 @@ FORMATS = "auto, basebackup, walg, pgbackrest, barman"
         ),
         pytest.param(
             [],
-            {"PGRESTORE_TARGET": "yesterday"},
+            {"PGRESTORE_TARGET": "yesterday noon"},
             "",
-            ["invalid restore target 'yesterday' (from env PGRESTORE_TARGET)"],
+            ["invalid restore target 'yesterday noon' (from env PGRESTORE_TARGET)"],
             id="target-env",
         ),
         pytest.param(
