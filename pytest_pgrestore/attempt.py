@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import time
 from contextlib import contextmanager
 
-from . import measure
+from . import _faults, measure
 from .errors import PgRestoreError, RestoreFailed
 from .instance import RestoredInstance
 from .plan import Plan, make_plan
@@ -16,6 +17,7 @@ from .result import Attempt, Outcome, RestoreResult
 from .rundir import RunDir, free_port, port_is_free
 from .runtimes.binaries import PgBinaries, find_binaries
 from .runtimes.local import LocalRuntime, server_owner
+from .signals import deferred_interrupts
 from .spool import HEAD_START_SEGMENTS, WalSpool, write_wrapper
 from .target import format_lsn
 from .verdict import decide
@@ -50,9 +52,11 @@ class RestoreAttempt:
             raise PgRestoreError(f"port {self.port} on 127.0.0.1 is already in use",
                                  checked=f"binding 127.0.0.1:{self.port}",
                                  fix="choose another --listen-port, or stop what listens there")
-        self.rundir = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}",
-                                    pgdata=self.pgdata)
         try:
+            with deferred_interrupts():  # the run dir exists only once finish() knows to remove it
+                self.rundir = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}",
+                                            pgdata=self.pgdata)
+                _faults.point("attempt.rundir")
             result.evidence["run_dir"] = str(self.rundir.path)
             if self.docker is not None:
                 self.docker.attach(self.rundir, port=self.port or free_port())
@@ -158,7 +162,7 @@ class RestoreAttempt:
                                     max_wait_s=self.settings.timeout,
                                     heartbeat=self.docker.container().heartbeat_file if self.docker else None)
             settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
-                                       restore_command=f"exec /bin/sh '{wrapper}' %f %p",  # exec: one fork less a file
+                                       restore_command=_restore_command(wrapper),
                                        recovery=plan.recovery)
             conf = write_config(run.path, settings)
             run.chown_tree()
@@ -287,3 +291,9 @@ _FIXES = {
     Outcome.START_FAILED: "see the server log lines in the result for why PostgreSQL stopped",
     Outcome.TIMEOUT: "raise --restore-timeout, or make the archive/restore faster",
 }
+
+
+def _restore_command(wrapper) -> str:
+    """``exec`` saves a fork a file; the path is shell-quoted, and its ``%`` doubled because
+    PostgreSQL expands ``%f``/``%p``/``%r`` in restore_command before the shell sees it."""
+    return f"exec /bin/sh {shlex.quote(str(wrapper)).replace('%', '%%')} %f %p"

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import _faults
 from .sweep import sweep, write_record
 
 __all__ = ["RunDir", "free_port", "sweep_stale", "list_run_dirs"]
@@ -39,8 +40,11 @@ class RunDir:
         parent = _server_parent(workdir, owner)
         name = f"r-{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
         path = parent / name
-        path.mkdir(mode=0o700)
+        made = False
         try:  # an interrupt half-way must not leave a run dir nobody will remove
+            path.mkdir(mode=0o700)
+            made = True
+            _faults.point("rundir.created")
             run = cls(path, owner, pgdata)
             if pgdata is not None:
                 _claim_empty_dir(pgdata, owner)
@@ -54,7 +58,8 @@ class RunDir:
                 (path / sub).mkdir(mode=0o700)
             run.chown_tree()
         except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
             raise
         return run
 

@@ -9,13 +9,15 @@ previous handler is back for a second SIGTERM and after the session.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SigtermInterrupt", "interrupt_on_sigterm"]
+__all__ = ["SigtermInterrupt", "deferred_interrupts", "interrupt_on_sigterm"]
 
 
 class SigtermInterrupt(KeyboardInterrupt):
@@ -43,3 +45,40 @@ def interrupt_on_sigterm() -> Callable[[], None] | None:
             signal.signal(signal.SIGTERM, restore_to)
 
     return uninstall
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs; deliver them, once each, when it ends.
+
+    For the few steps that must not be cut half-way: creating a run dir and recording who
+    removes it, starting a worker thread and recording who joins it.  Python runs a signal's
+    handler between any two bytecodes of the main thread, so without this a Ctrl-C can land
+    after a thing exists and before anything knows to clean it up.  Off the main thread (where
+    handlers cannot be set) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum, frame) -> None:
+        caught.append(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None):  # ignored stays ignored; None: not set from Python
+            previous[sig] = handler
+            signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(caught):
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)  # default_int_handler raises KeyboardInterrupt, ours SigtermInterrupt
+            else:  # SIG_DFL: what the signal would have done
+                os.kill(os.getpid(), signum)

@@ -31,6 +31,7 @@ from typing import BinaryIO
 from ..catalog import Backup, Catalog, WalArchive, WalSegment
 from ..codecs import extract_tar, open_decompressed
 from ..errors import CorruptBackup, FormatError
+from ..parallel import run_jobs
 from ..storage import ObjectInfo, ObjectStore
 from ..target import parse_lsn
 from ..wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, parse_history, parse_segment_name
@@ -268,14 +269,8 @@ class BarmanFormat:
                     written = extract_tar(stream, dest, label=tars[fname], on_symlink=on_symlink, owner=owner)
             return counted.count, written
 
-        pool = ThreadPoolExecutor(max_workers=min(4, len(tars)), thread_name_prefix="barman-fetch")
-        try:
-            results = list(pool.map(job, sorted(tars)))
-        except BaseException:  # a damaged tar or Ctrl-C: the other downloads stop at their next read
-            cancel.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        # a damaged tar or Ctrl-C: the other downloads stop at their next read
+        results = run_jobs(job, sorted(tars), workers=4, name="barman-fetch", cancel=cancel)
         for oid, path in links.items():
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             link = pgdata / "pg_tblspc" / oid

@@ -22,7 +22,6 @@ import os
 import re
 import struct
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -30,6 +29,7 @@ from typing import BinaryIO
 from ..catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
 from ..codecs import extract_tar, open_decompressed, strip_suffix
 from ..errors import CorruptBackup, FormatError
+from ..parallel import run_jobs
 from ..storage import ObjectInfo, ObjectStore
 from ..target import parse_lsn
 from ..wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
@@ -287,12 +287,8 @@ class BaseBackupFormat:
             return counted.count, written
 
         order = sorted(tars, key=lambda f: (not f.startswith("base."), f))
-        with ThreadPoolExecutor(max_workers=min(4, len(order))) as pool:
-            try:
-                results = list(pool.map(job, order))
-            except BaseException:  # Ctrl-C or a failed tar: stop the other downloads at their next read
-                cancel.set()
-                raise
+        # Ctrl-C or a failed tar: the other downloads stop at their next read
+        results = run_jobs(job, order, workers=4, name="basebackup-fetch", cancel=cancel)
         for fname in tars:  # pg_basebackup -Ft sends tablespace_map, not symlinks: link every <oid>.tar
             kind = fname.split(".", 1)[0]
             if kind.isdigit():

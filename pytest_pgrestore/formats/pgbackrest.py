@@ -23,13 +23,13 @@ import os
 import re
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
 from ..catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
 from ..errors import CorruptBackup, FormatError
+from ..parallel import run_jobs
 from ..storage import ObjectInfo, ObjectStore
 from ..target import parse_lsn
 from ..wal import HISTORY_RE, infer_segment_size, parse_history, parse_segment_name
@@ -293,14 +293,8 @@ class PgBackRestFormat:
         # files in flight: the run's fetch concurrency (pgbackrest restore's --process-max); on a
         # CPU-bound runner, 8 threads cost more in hand-offs than they gain (bench/README.md)
         workers = getattr(self.store, "concurrency", None) or _WORKERS
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgbackrest-fetch")
-        try:
-            results = list(pool.map(job, rest))
-        except BaseException:  # a damaged file or Ctrl-C: the other downloads stop at their next read
-            cancel.set()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        # a damaged file or Ctrl-C: the other downloads stop at their next read
+        results = run_jobs(job, rest, workers=workers, name="pgbackrest-fetch", cancel=cancel)
         results += [job(f) for f in control]  # pg_control last: until then the directory cannot start
         log.info("pgbackrest: restored %d files of %s, every SHA-1 checked", len(results), backup.name)
         return Materialized(pgdata=pgdata, bytes_fetched=sum(r[0] for r in results),

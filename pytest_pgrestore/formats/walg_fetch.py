@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..catalog import Backup
 from ..errors import CorruptBackup, FormatError, PgRestoreError
+from ..parallel import run_jobs
 from . import Materialized
 from .walg_layout import tar_kind
 from .walg_tar import LevelFilter, extract_walg_tar, member_key
@@ -133,11 +133,7 @@ def _extract_level(fmt, backup: Backup, level: LevelFilter, pgdata: Path, owner,
     def job(fname: str) -> tuple[int, int]:
         return _extract_one(fmt, tars[fname], pgdata, level, owner)
 
-    results = []
-    if concurrent:
-        with ThreadPoolExecutor(max_workers=min(fmt.concurrency, len(concurrent)),
-                                thread_name_prefix="walg-fetch") as pool:
-            results = list(pool.map(job, concurrent))
+    results = run_jobs(job, concurrent, workers=fmt.concurrency, name="walg-fetch")
     if final:  # backup_label/tablespace_map overwrite any stale copy; pg_control is written last
         results += [job(f) for f in label_tars]
         results += [job(f) for f in control]

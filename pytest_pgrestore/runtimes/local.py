@@ -27,8 +27,11 @@ __all__ = ["LocalRuntime", "LocalServer", "server_owner"]
 _SUPERVISOR = """#!/bin/sh
 # Supervisor written by pytest-pgrestore: runs postgres; if the harness (pid {harness}) is gone
 # and the run was not kept, stop postgres and remove the run directory.
-run='{run_dir}'
-"$@" >>'{log_file}' 2>&1 &
+# Paths come as arguments, never as text inside this script: a workdir may hold any character.
+run=$1
+log=$2
+shift 2
+"$@" >>"$log" 2>&1 &
 pg=$!
 echo "$pg" > "$run/postmaster.child"
 trap 'kill -INT $pg 2>/dev/null' INT TERM
@@ -162,11 +165,11 @@ class LocalRuntime:
         sup = run_dir / "supervisor.sh"
         from ..owner import harness_pid
 
-        sup.write_text(_SUPERVISOR.format(harness=harness_pid(), run_dir=run_dir, log_file=log_file))
+        sup.write_text(_SUPERVISOR.format(harness=int(harness_pid())))
         sup.chmod(0o755)
         if self.owner:
             os.chown(sup, *self.owner)
-        argv = ["/bin/sh", str(sup), str(self.binaries.tool("postgres")), "-D", str(pgdata),
+        argv = ["/bin/sh", str(sup), str(run_dir), str(log_file), str(self.binaries.tool("postgres")), "-D", str(pgdata),
                 "-c", f"config_file={config_file}"]
         for name, value in settings.items():
             argv += ["-c", f"{name}={value}"]

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from datetime import timedelta
 from pathlib import Path
@@ -285,12 +286,66 @@ def test_ctrl_c_stops_postgres_and_removes_the_run_dir(pytester, scenario, workr
     assert_nothing_left(workroot)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="BUG (a race): Ctrl-C inside RunDir.create (called before RestoreAttempt.run's try) or while "
-    "materialize's ThreadPoolExecutor starts a worker (not joined, keeps extracting) leaves the run dir",
-)
-def test_ctrl_c_during_the_restore_leaves_nothing(pytester, scenario, workroot):
+INTERRUPT_AT = """
+import os
+import signal
+
+import time
+
+from pytest_pgrestore import _faults
+from pytest_pgrestore.formats import basebackup
+
+_extract = basebackup.extract_tar
+
+
+def _slow_extract(*args, **kwargs):  # a download thread is still busy when the interrupt is handled
+    time.sleep(1)
+    return _extract(*args, **kwargs)
+
+
+basebackup.extract_tar = _slow_extract
+
+
+def _ctrl_c():
+    _faults.disarm()
+    {how}
+
+_faults.arm({point!r}, _ctrl_c)
+
+
+def pytest_sessionfinish(session):  # after the interrupted restore's cleanup: which download threads still run
+    import threading
+
+    with open({threads!r}, "w") as f:
+        f.write("\\n".join(t.name for t in threading.enumerate() if "-fetch" in t.name))
+"""
+
+
+@pytest.mark.parametrize("how", [
+    pytest.param("raise KeyboardInterrupt", id="raised"),
+    pytest.param("os.kill(os.getpid(), signal.SIGINT)", id="signal"),  # delivered wherever Python runs it next
+])
+@pytest.mark.parametrize("point", [
+    "rundir.created",  # inside RunDir.create, once the directory exists
+    "attempt.rundir",  # after RunDir.create returned, before the attempt's cleanup covers it
+    "jobs.started",  # while the materialize step starts its download threads (one is extracting)
+])
+def test_ctrl_c_during_the_restore_leaves_nothing(pytester, run_drills, scenario, workroot, point, how):
+    """A Ctrl-C at each place that used to leak the run dir (or a thread still extracting into it)."""
+    threads = workroot / "threads-left"
+    pytester.makeconftest(INTERRUPT_AT.format(point=point, how=how, threads=str(threads)))
+    pytester.makepyfile("def test_drill(restored_db): pass")
+    result = run_drills(f"--restore-source={scenario.file_url}")
+    output = full_output(result)
+    assert result.ret == pytest.ExitCode.INTERRUPTED, output
+    assert "KeyboardInterrupt" in output
+    assert threads.read_text() == "", "download threads still running after the restore was cleaned up"
+    time.sleep(0.5)  # a thread left running would write into the run dir again by now
+    assert_nothing_left(workroot)
+
+
+def test_ctrl_c_at_a_random_moment_of_the_restore_leaves_nothing(pytester, scenario, workroot):
+    """The same, from outside and at no chosen place: the first moment a run dir exists."""
     pytester.makepyfile("def test_drill(restored_db): pass")
     argv = [
         sys.executable,
@@ -343,3 +398,40 @@ def test_keep_always_leaves_the_server_and_says_how_to_reach_it(pytester, run_dr
                 pass
         assert wait_for(lambda: not our_postgres_processes(workroot), 30)
         shutil.rmtree(workroot / "runs", ignore_errors=True)
+
+
+# -- workdirs a shell would split ---------------------------------------------------------
+ODD_WORKDIR_DRILL = """
+def test_drill(restored_db, restore_result):
+    assert restore_result.outcome == "REACHED"
+    assert restored_db.execute("select count(*) from t").fetchone()[0] == {total}
+"""
+
+
+@pytest.mark.parametrize("folder", ["with space", "it's", "100% sure", "$(touch pwned)"])
+@pytest.mark.parametrize("defect", [None, _ends_early], ids=["reached", "twin-ends-early"])
+def test_a_workdir_with_shell_characters_restores(pytester, run_drills, scenario, workroot, folder, defect):
+    """The workdir reaches the supervisor and restore_command as one path: the healthy drill is
+    REACHED, and its twin (a target after the last commit) fails by its verdict, not by the shell."""
+    workdir = workroot / folder / "runs"
+    args = defect(scenario, workroot)[0] if defect else [f"--restore-source={scenario.file_url}"]
+    pytester.makepyfile(ODD_WORKDIR_DRILL.format(total=scenario.total_rows))
+    result = run_drills(*args, f"--restore-workdir={workdir}")  # the later --restore-workdir wins
+    output = full_output(result)
+    if defect is None:
+        assert result.ret == pytest.ExitCode.OK, output
+        result.assert_outcomes(passed=2)
+    else:
+        assert result.ret == pytest.ExitCode.TESTS_FAILED, output
+        assert "ended ENDED_EARLY" in output
+    assert "Traceback" not in output
+    assert not (pytester.path / "pwned").exists() and not Path("pwned").exists()
+    assert list_run_dirs(workdir) == []
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_holds(pid, str(workdir))]
+
+
+def _cmdline_holds(pid: str, text: str) -> bool:
+    try:
+        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

@@ -42,3 +42,30 @@ def test_sigterm_interrupt_is_a_keyboard_interrupt():
     from pytest_pgrestore.signals import SigtermInterrupt
 
     assert issubclass(SigtermInterrupt, KeyboardInterrupt)
+
+DEFERRED = r"""
+import os, signal
+from pytest_pgrestore.signals import deferred_interrupts
+
+steps = []
+try:
+    with deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)  # held: the block goes on to its end
+        os.kill(os.getpid(), signal.SIGINT)  # twice is still one interrupt
+        steps.append("block ended")
+    steps.append("not interrupted")
+except KeyboardInterrupt:
+    steps.append("interrupted after the block")
+assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+with deferred_interrupts():
+    os.kill(os.getpid(), signal.SIGINT)
+steps.append("ignored stays ignored")
+print(" | ".join(steps))
+"""
+
+
+def test_deferred_interrupts_deliver_once_after_the_block():
+    out = subprocess.run([sys.executable, "-c", DEFERRED], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "block ended | interrupted after the block | ignored stays ignored"
