@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 
@@ -118,8 +119,11 @@ def cmd_restore(args, settings) -> int:
         if args.keep_running:
             run_dir = inst.run_dir
             _write_password(run_dir / "password", inst.password)
+            from psycopg.conninfo import make_conninfo
+
+            conninfo = make_conninfo(host="127.0.0.1", port=inst.port, user=inst.user, dbname=inst.dbname)
             print(f"  server running on 127.0.0.1:{inst.port} — connect with:\n"
-                  f"    psql 'host=127.0.0.1 port={inst.port} user={inst.user} dbname={inst.dbname}' "
+                  f"    psql {shlex.quote(conninfo)} "
                   f"(password in {run_dir}/password)\n"
                   f"  stop it with:\n    kill -INT $(cat {run_dir}/postmaster.child)   "
                   f"# then remove {run_dir} and {args.pgdata}\n"

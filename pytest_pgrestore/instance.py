@@ -11,6 +11,9 @@ from .result import RestoreResult
 
 __all__ = ["RestoredInstance", "Hooks"]
 
+#: the advisory lock that serializes per-run password changes (any constant: the cluster is ours)
+_PASSWORD_LOCK = 0x7067_7265_7374_6F72  # "pgrestor"
+
 
 @dataclass
 class Hooks:
@@ -47,9 +50,13 @@ class RestoredInstance:
         return self.dsn_for()
 
     def dsn_for(self, *, user: str | None = None, dbname: str | None = None) -> str:
+        """A TCP connect string; names are quoted by libpq's rules (a space, ``=`` or quote in a
+        role or database name is a name, not another keyword)."""
+        from psycopg.conninfo import make_conninfo
+
         user = user or self.user
-        return (f"host={self.host} port={self.port} user={user} password={self._password_for(user)} "
-                f"dbname={dbname or self.dbname}")
+        return make_conninfo(host=self.host, port=self.port, user=user, password=self._password_for(user),
+                             dbname=dbname or self.dbname)
 
     def admin_connect(self, dbname: str | None = None, **kwargs):
         """A superuser connection over the run dir's private socket."""
@@ -69,7 +76,10 @@ class RestoredInstance:
             from psycopg import sql
 
             password = _derived(self.password_seed, role) if self.password_seed else secrets.token_urlsafe(18)
-            with self.admin_connect("template1", autocommit=True) as c:
+            # Under xdist every worker sets the same derived password on first use: two concurrent
+            # ALTER ROLEs of one role fail ("tuple concurrently updated"), so they take turns.
+            with self.admin_connect("template1") as c, c.transaction():
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (_PASSWORD_LOCK,))
                 c.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
                     sql.Identifier(role), sql.Literal(password)))
             self._passwords[role] = password

@@ -110,3 +110,30 @@ def test_a_failed_restore_is_tried_once_and_fails_every_worker(pytester, run_xdi
     assert record["sharing"]["restores"] == 1, record["sharing"]
     assert leftovers(workroot) == ([], [])
     assert share_dirs(workroot) == []
+
+
+PASSWORD_DRILLS = """
+import psycopg
+import pytest
+
+
+@pytest.mark.parametrize("round_", range(20))
+def test_logins_{i}(restored_postgres, round_):
+    for dsn in (restored_postgres.dsn, restored_postgres.dsn_for(user="postgres", dbname="template1")):
+        with psycopg.connect(dsn) as conn:
+            conn.execute("select 1")
+"""
+
+
+def test_four_workers_open_connect_strings_at_once_without_a_collision(pytester, scenario, workroot):
+    """Every worker sets the per-run password on first use, all at the moment the shared restore is
+    ready: 12 drills x 20 rounds on 4 workers, no "tuple concurrently updated"."""
+    pytester.makepyfile(test_drills="".join(PASSWORD_DRILLS.format(i=i) for i in range(12)))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-n", "4", f"--restore-workdir={workroot / 'runs'}",
+        f"--restore-source={scenario.file_url}", timeout=240)
+    output = "\n".join(result.outlines + result.errlines)
+    assert result.ret == pytest.ExitCode.OK, output
+    result.assert_outcomes(passed=1 + 12 * 20)
+    assert "concurrently updated" not in output
+    assert leftovers(workroot) == ([], [])
