@@ -12,7 +12,16 @@ from . import _faults, measure
 from .errors import PgRestoreError, RestoreFailed
 from .instance import RestoredInstance
 from .plan import Plan, make_plan
-from .recover import control_data, quarantine, server_settings, verify_backup, watch, write_config
+from .recover import (
+    control_data,
+    describe_preload,
+    missing_preload,
+    quarantine,
+    server_settings,
+    verify_backup,
+    watch,
+    write_config,
+)
 from .result import Attempt, Outcome, RestoreResult
 from .rundir import RunDir, free_port, port_is_free
 from .runtimes.binaries import PgBinaries, find_binaries
@@ -155,6 +164,7 @@ class RestoreAttempt:
         run, plan = self.rundir, self.plan
         with self.clock("prepare"):
             control = control_data(bins, run.pgdata)
+            self.result.evidence["preload"] = describe_preload(run.pgdata, self.settings.preload)
             self.result.evidence["kept_from_production"] = quarantine(run.pgdata, run.path / "evidence")
             socket_dir = run.socket_dir()
             port = self.docker.port if self.docker else self.port or free_port()
@@ -163,7 +173,7 @@ class RestoreAttempt:
                                     heartbeat=self.docker.container().heartbeat_file if self.docker else None)
             settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
                                        restore_command=_restore_command(wrapper),
-                                       recovery=plan.recovery)
+                                       recovery=plan.recovery, preload=self.settings.preload)
             conf = write_config(run.path, settings)
             run.chown_tree()
         if self.spool is None:
@@ -206,6 +216,17 @@ class RestoreAttempt:
         result.log_tail = obs.log_lines[-40:]
         measure.after_replay(result, spool=self.spool, wal=wal, plan=plan, replay_lsn=obs.replay_lsn)
         result.attempts.append(Attempt(plan.backup.name, verdict.outcome, verdict.detail))
+        missing = missing_preload(obs.log_lines, self.settings.preload) \
+            if verdict.outcome is Outcome.START_FAILED else []
+        if missing:
+            raise RestoreFailed(
+                f"restore of {result.source} to {plan.target} ended {verdict.outcome}: --restore-preload names "
+                f"{', '.join(missing)}, which PostgreSQL {result.pg_version} at "
+                f"{result.evidence.get('binaries') or result.evidence.get('runtime_detail') or '?'} does not have",
+                checked=f"the server's start: could not access file \"{missing[0]}\" (shared_preload_libraries)",
+                fix=f"install the extension for PostgreSQL {result.pg_version} where the server runs (the "
+                    f"binaries, or the docker image), or leave {', '.join(missing)} out of --restore-preload",
+                result=result)
         if verdict.outcome is not Outcome.REACHED:
             raise RestoreFailed(f"restore of {result.source} to {plan.target} ended {verdict.outcome}: "
                                 f"{verdict.detail}",

@@ -270,6 +270,26 @@ def _parse_pg_name(value: object, origin: str) -> str:
     return text
 
 
+#: a library as shared_preload_libraries names it: a file name, $libdir/…, or a path; no list syntax
+_LIBRARY = re.compile(r"[A-Za-z0-9_$][A-Za-z0-9_.$/+-]*")
+PRELOAD_SYNTAX = "library names separated by commas (pg_stat_statements,auto_explain), or none"
+
+
+def _parse_preload(value: object, origin: str) -> tuple[str, ...]:
+    """``"pg_stat_statements, auto_explain"`` → both, in the order given, each once."""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        value = ",".join(map(str, value))
+    text = _text(value, origin, "preload")
+    if text.strip().lower() == "none":
+        return ()
+    names = [name.strip() for name in text.split(",")]
+    bad = [name for name in names if not _LIBRARY.fullmatch(name)]
+    if bad or not names:
+        raise _usage(f"invalid preload library {bad[0] if bad else text!r}", origin, PRELOAD_SYNTAX,
+                     "name each library as shared_preload_libraries does, e.g. pg_stat_statements")
+    return tuple(dict.fromkeys(names))
+
+
 def _parse_dir(value: object, origin: str) -> Path:
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise _usage(f"invalid directory {value!r}", origin, "an absolute path", "e.g. /var/tmp/pgrestore")
@@ -375,6 +395,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("runtime", "local", _one_of(*_RUNTIMES), "how the restored server runs", _RUNTIMES),
     OptionSpec("dbname", "postgres", _parse_pg_name, "database the fixtures connect to"),
     OptionSpec("user", "postgres", _parse_pg_name, "role the fixtures connect as"),
+    OptionSpec("preload", "none", _parse_preload,
+               "libraries to keep in shared_preload_libraries (pg_stat_statements,auto_explain); every other "
+               "library the backup preloads stays off"),
     OptionSpec("keep", "never", _one_of(*_KEEP), "keep the restored server and run dir: never, on-failure, always (it holds production data)", _KEEP),
     OptionSpec("timeout", "6h", _parse_timeout, f"limit for one restore: {DURATION_SYNTAX}"),
     OptionSpec(
@@ -553,6 +576,7 @@ class Settings:
     target_inclusive: bool
     pg_bin: Path | None
     image: str = "postgres:{major}"
+    preload: tuple[str, ...] = ()  # shared_preload_libraries kept from the quarantine
     docker_network: str = "bridge"
     docker_mode: str = "auto"
     plan_only: bool = False
@@ -613,7 +637,7 @@ class Settings:
             return "set (not shown)"
         if name in ("max_rto", "max_rpo") and value is not None:
             return _format_duration(value)
-        if name == "checks":
+        if name in ("checks", "preload"):
             return ",".join(value) or "none"
         if name == "timeout" or (name == "progress" and isinstance(value, float)):
             return _format_duration(value)

@@ -136,6 +136,7 @@ def restore_record(label: str, result, settings, *, violations: list[str]) -> di
         "sharing": ev.get("sharing"),
         "versions": {**r.versions, "pytest_pgrestore": __version__},
         "runtime": ev.get("runtime"),
+        "preload": ev.get("preload"),
         "attempts": [{"backup": a.backup, "outcome": str(a.outcome), "detail": a.detail} for a in r.attempts],
         "violations": list(violations),
         "drills": [],

@@ -24,18 +24,33 @@ TEMPLATE_PREFIX = "pgrestore_tpl_"
 
 @dataclass(frozen=True)
 class RestoreKey:
+    """What makes two restores the same restore: drills that agree on it share one server."""
+
     source: str
     target: str
     format: str
+    user: str = "postgres"  # the role the instance's dsn logs in as
+    dbname: str = "postgres"  # the database it connects to (checked to exist after promotion)
+    preload: tuple[str, ...] = ()  # shared_preload_libraries kept: a different server
 
     @property
     def label(self) -> str:
-        return f"restore[{self.target}]"
+        extra = f";preload={','.join(self.preload)}" if self.preload else ""
+        return f"restore[{self.target}{extra}]"
+
+    @property
+    def digest(self) -> str:
+        """A stable id of the whole key (file names of the xdist share)."""
+        from hashlib import sha256
+
+        text = "\0".join([self.source, self.target, self.format, self.user, self.dbname, *self.preload])
+        return sha256(text.encode()).hexdigest()[:24]
 
 
 def key_for(settings) -> RestoreKey:
     source = settings.source.describe() if settings.source else "<no source>"
-    return RestoreKey(source, str(settings.target), settings.format)
+    return RestoreKey(source, str(settings.target), settings.format, user=settings.user,
+                      dbname=settings.dbname, preload=tuple(settings.preload))
 
 
 class RestoreManager:

@@ -121,6 +121,9 @@ class RestoreItem(pytest.Item):
             if result is not None:
                 for name in ("outcome", "backup", "replay_lsn", "timeline", "wal_segments", "bytes_fetched"):
                     self.user_properties.append((f"restore_{name}", str(getattr(result, name))))
+                preload = preload_note(result)
+                if preload:
+                    self.user_properties.append(("restore_preload", preload))
         self.user_properties.append(("restore_detail", inst.result.detail))
 
     def _plan_only(self) -> None:
@@ -153,6 +156,14 @@ class NegativeControlItem(RestoreItem):
 
         healthy = self.config.stash[_MANAGER].results.get(key_for(self.settings))
         self.user_properties.extend(run_negative_control(self.settings, healthy=healthy).properties())
+
+
+def preload_note(result) -> str | None:
+    """What the quarantine did to shared_preload_libraries, when there is anything to say."""
+    preload = result.evidence.get("preload") or {}
+    if preload.get("configured") == [] and not preload.get("kept"):
+        return None  # nothing preloaded, nothing asked for
+    return preload.get("summary")
 
 
 def describe_failure(exc: PgRestoreError) -> str:
@@ -214,6 +225,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             first = (result.detail or "").splitlines()[0] if result.detail else "no detail"
             where = f" (backup {result.backup})" if result.backup else ""
             tr.write_line(f"{key.label} {result.outcome or 'FAILED'}{where}: {first}", red=True)
+        preload = preload_note(result)
+        if preload:
+            tr.write_line(f"  preload: {preload}")
         if result.evidence.get("kept"):
             tr.write_line(f"  KEPT on purpose: {result.evidence['kept']} holds a copy of production data; "
                           f"delete it when done", red=True)

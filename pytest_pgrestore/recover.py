@@ -109,8 +109,10 @@ def quarantine(pgdata: Path, evidence: Path) -> dict[str, str]:
 
 
 def server_settings(control: dict[str, str], *, major: int, port: int, socket_dir: Path,
-                    restore_command: str, recovery: dict[str, str]) -> dict[str, str]:
+                    restore_command: str, recovery: dict[str, str],
+                    preload: tuple[str, ...] = ()) -> dict[str, str]:
     settings = dict(QUARANTINE)
+    settings["shared_preload_libraries"] = ",".join(preload)  # only what --restore-preload names
     if major >= 15:
         settings["archive_library"] = ""
     for line, (name, floor) in _CONTROL_PARAMS.items():
@@ -270,3 +272,35 @@ def _observe(log_file: Path, state: Probe | None, *, exited, spool, timed_out=Fa
                        last_replay_time=state.last_replay_time if state else None,
                        spool_errors=dict(spool.stats.errors) if spool else {},
                        asked_absent=list(spool.stats.absent) if spool else None)
+
+
+def describe_preload(pgdata: Path, kept: tuple[str, ...]) -> dict:
+    """What the backup's configuration preloads, what --restore-preload kept, what stays off.
+
+    Read before the quarantine moves ``postgresql.auto.conf`` aside (ALTER SYSTEM settings count).
+    """
+    from .pgconf import configured_value, split_list
+
+    found = configured_value(pgdata, "shared_preload_libraries")
+    configured = split_list(found.value or "") if found.known else None
+    dropped = [lib for lib in configured if lib not in kept] if configured is not None else None
+    if configured is None:
+        text = f"the backup's shared_preload_libraries is unknown ({found.why})"
+    elif configured:
+        text = f"the backup's configuration ({found.source}) preloads {', '.join(configured)}"
+    else:
+        text = "the backup's configuration preloads no library"
+    text += f"; kept: {', '.join(kept) if kept else 'none'}"
+    if dropped:
+        text += f"; dropped: {', '.join(dropped)} (--restore-preload={','.join(dropped)} keeps them)"
+    return {"configured": configured, "configured_in": found.source or None, "unknown_why": found.why or None,
+            "kept": list(kept), "dropped": dropped, "summary": text}
+
+
+_NO_LIBRARY = re.compile(r'could not access file "([^"]+)": No such file or directory')
+
+
+def missing_preload(log_lines: list[str], kept: tuple[str, ...]) -> list[str]:
+    """The --restore-preload libraries the server could not find when it started."""
+    missing = {m.group(1) for line in log_lines for m in [_NO_LIBRARY.search(line)] if m}
+    return [lib for lib in kept if lib in missing]

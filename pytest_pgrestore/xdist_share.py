@@ -35,7 +35,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -78,7 +77,7 @@ class SharedRestores:
         key = key_for(settings)
         self.dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.dir.mkdir(mode=0o700, exist_ok=True)  # the password seeds in it are for the harness only
-        base = self.dir / sha256(f"{key.source}\0{key.target}\0{key.format}".encode()).hexdigest()[:24]
+        base = self.dir / key.digest
         with FileLock(f"{base}.lock"):
             state = _read_json(base.with_suffix(".json"))
             if state is None:

@@ -48,7 +48,7 @@ def _stampede(inst: RestoredInstance, seeds: list[str], rounds: int) -> list[str
         views = [_worker_view(inst, seed + str(round_)) for seed in seeds]
         barrier = threading.Barrier(len(views))
 
-        def drill(view: RestoredInstance) -> None:
+        def drill(view: RestoredInstance, barrier: threading.Barrier = barrier, round_: int = round_) -> None:
             barrier.wait()
             try:
                 dsns = [view.dsn] + [view.dsn_for(user=role) for role in ROLES]
