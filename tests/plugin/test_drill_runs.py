@@ -435,3 +435,31 @@ def _cmdline_holds(pid: str, text: str) -> bool:
         return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+# -- preload ------------------------------------------------------------------------------
+PRELOAD_DRILLS = """
+import pytest
+
+def test_without(restored_db):
+    assert restored_db.execute("show shared_preload_libraries").fetchone()[0] == ""
+
+@pytest.mark.restore_target("latest", preload="pg_stat_statements")
+def test_with(restored_db):
+    assert restored_db.execute("show shared_preload_libraries").fetchone()[0] == "pg_stat_statements"
+"""
+
+
+def test_a_preload_marker_gets_its_own_restore_and_the_item_names_it(pytester, run_drills, scenario, workroot):
+    pytester.makepyfile(PRELOAD_DRILLS)
+    junit = pytester.path / "junit.xml"
+    result = run_drills(f"--restore-source={scenario.file_url}", f"--junitxml={junit}", "-rA")
+    output = full_output(result)
+    assert result.ret == pytest.ExitCode.OK, output
+    result.assert_outcomes(passed=4)  # two restores: the same source and target, two preload lists
+    assert "restore[latest;preload=pg_stat_statements] REACHED" in output
+    assert ("  preload: the backup's configuration preloads no library; kept: pg_stat_statements"
+            in result.outlines)
+    props = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property")}
+    assert props["restore_preload"].endswith("kept: pg_stat_statements")
+    assert_nothing_left(workroot)
