@@ -1,6 +1,9 @@
 """pytest-pgrestore's benchmark: our restore path against the real tools, on the same data.
 
-    /root/.venvs/dev/bin/python bench/run.py [--scale 70] [--runs 3] [--concurrency 4] [--reuse]
+    ./test.sh tests/unit -q   # once, as root: PostgreSQL 15, pgBackRest, the venv with .[test]
+    apt-get install -y awscli  # the aws CLI contender, which ./test.sh does not install
+    "${PGRESTORE_VENV:-$HOME/.cache/pytest-pgrestore/venv}/bin/python" bench/run.py \
+        [--scale 70] [--runs 3] [--concurrency 4] [--reuse]
 
 See bench/README.md for what is measured, how, and the latest table.
 """
