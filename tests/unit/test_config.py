@@ -321,6 +321,7 @@ def test_every_option_reads_every_layer() -> None:
             "pg_bin": "/b",
             "dbname": "app",
             "user": "me",
+            "preload": "pg_stat_statements",
             "timeline": "2",
             "target_inclusive": "no",
             "format": "walg",
