@@ -2,7 +2,7 @@
 
 Tables, row counts, key rows and freshness are declared in drills/pyproject.toml and run as
 built-in checks (``pytest drills/ --restore-checks``).  What a declaration cannot say stays an
-ordinary drill; pytest_pgrestore.assertions has helpers whose failures show expected vs found.
+ordinary drill; pytest_pgrestore.checks.assertions has helpers whose failures show expected vs found.
 """
 
 

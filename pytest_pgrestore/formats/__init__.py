@@ -1,48 +1,17 @@
 """Backup formats: how a tool lays backups and WAL out in a store, and how to read them back.
 
 Each format knows three things: whether a listing looks like its layout (``detect``), how to
-build a :class:`~pytest_pgrestore.catalog.Catalog` from the store, and how to materialize one
+build a :class:`~pytest_pgrestore.formats.catalog.Catalog` from the store, and how to materialize one
 backup into a PGDATA directory.  WAL segments are served by key through ``open_wal``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, Protocol
-
-from ..catalog import Backup, Catalog
 from ..errors import FormatError
-from ..storage import ObjectStore
+from ..store import ObjectStore
+from .base import BackupFormat, Materialized
 
 __all__ = ["BackupFormat", "Materialized", "FORMATS", "get_format"]
-
-
-@dataclass
-class Materialized:
-    pgdata: Path
-    bytes_fetched: int
-    bytes_written: int
-    manifest: Path | None = None  # backup_manifest to hand to pg_verifybackup
-    tablespaces: dict[str, Path] | None = None
-
-
-class BackupFormat(Protocol):
-    name: str
-
-    def __init__(self, store: ObjectStore) -> None: ...
-
-    @classmethod
-    def detect(cls, store: ObjectStore) -> bool:
-        """Does the store's layout look like ours? (a few cheap listings, no download)"""
-
-    def catalog(self) -> Catalog: ...
-
-    def materialize(self, backup: Backup, pgdata: Path, run_dir: Path, *,
-                    owner: tuple[int, int] | None) -> Materialized: ...
-
-    def open_wal(self, key: str) -> BinaryIO:
-        """A decoded (decompressed, decrypted) stream of one archived WAL object."""
 
 
 def _registry() -> dict[str, type]:

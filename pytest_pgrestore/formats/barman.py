@@ -28,14 +28,14 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from ..catalog import Backup, Catalog, WalArchive, WalSegment
-from ..codecs import extract_tar, open_decompressed
 from ..errors import CorruptBackup, FormatError
-from ..parallel import run_jobs
-from ..storage import ObjectInfo, ObjectStore
-from ..target import parse_lsn
-from ..wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, parse_history, parse_segment_name
-from . import Materialized
+from ..settings.target import parse_lsn
+from ..store import ObjectInfo, ObjectStore
+from .base import Materialized
+from .catalog import Backup, Catalog, WalArchive, WalSegment
+from .codecs import extract_tar, open_decompressed
+from .parallel import run_jobs
+from .wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, parse_history, parse_segment_name
 
 log = logging.getLogger(__name__)
 

@@ -26,14 +26,14 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from ..catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
-from ..codecs import extract_tar, open_decompressed, strip_suffix
 from ..errors import CorruptBackup, FormatError
-from ..parallel import run_jobs
-from ..storage import ObjectInfo, ObjectStore
-from ..target import parse_lsn
-from ..wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
-from . import Materialized
+from ..settings.target import parse_lsn
+from ..store import ObjectInfo, ObjectStore
+from .base import Materialized
+from .catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
+from .codecs import extract_tar, open_decompressed, strip_suffix
+from .parallel import run_jobs
+from .wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class BaseBackupFormat:
     def _index_segments(self, wal: WalArchive) -> None:
         if wal.segment_size is None:
             return
-        from ..wal import parse_segment_name
+        from .wal import parse_segment_name
 
         for base, info in wal.raw.items():
             try:
@@ -233,7 +233,7 @@ class BaseBackupFormat:
         return None
 
     def _probe_wal_header(self, backup: Backup, wal: WalArchive) -> None:
-        from ..wal import segment_name
+        from .wal import segment_name
 
         sizes = [backup.segment_size] if backup.segment_size else [1 << n for n in range(20, 31)]
         start_file = next((name for name in (segment_name(backup.timeline, backup.start_lsn // size, size)

@@ -27,13 +27,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from ..catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
 from ..errors import CorruptBackup, FormatError
-from ..parallel import run_jobs
-from ..storage import ObjectInfo, ObjectStore
-from ..target import parse_lsn
-from ..wal import HISTORY_RE, infer_segment_size, parse_history, parse_segment_name
-from . import Materialized
+from ..settings.target import parse_lsn
+from ..store import ObjectInfo, ObjectStore
+from .base import Materialized
+from .catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
+from .parallel import run_jobs
 from .pgbackrest_info import (
     COMPRESS_EXT,
     SEGMENT_KEY_RE,
@@ -47,6 +46,7 @@ from .pgbackrest_info import (
     parse_manifest,
 )
 from .pgbackrest_io import WHOLE_CODECS, decode_whole, open_codec, reroot
+from .wal import HISTORY_RE, infer_segment_size, parse_history, parse_segment_name
 
 log = logging.getLogger(__name__)
 
@@ -401,10 +401,10 @@ def _read_all(raw, expected: int) -> bytes:
 
 
 def _writer(size: int):
-    """A writer thread for a file worth it (:class:`~pytest_pgrestore.tarstream.Writer`)."""
+    """A writer thread for a file worth it (:class:`~pytest_pgrestore.formats.tarstream.Writer`)."""
     from contextlib import nullcontext
 
-    from ..tarstream import Writer
+    from .tarstream import Writer
 
     return Writer() if size >= 16 << 20 else nullcontext()
 

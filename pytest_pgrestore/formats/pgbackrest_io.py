@@ -6,7 +6,7 @@ import io
 from typing import BinaryIO
 
 from ..errors import FormatError
-from ..storage import ObjectStore
+from ..store import ObjectStore
 
 __all__ = ["open_codec", "decode_whole", "WHOLE_CODECS", "reroot"]
 
@@ -41,7 +41,7 @@ def open_codec(raw: BinaryIO, codec: str, *, label: str, checked_by_caller: bool
     that costs more than the decoding) is skipped.
     """
     if codec == "lz4":  # decoded in large steps straight off ``raw`` (no LZ4FrameFile 8 KiB reads)
-        from ..codecs import Lz4Reader
+        from .codecs import Lz4Reader
 
         return Lz4Reader(raw, content_checksum=not checked_by_caller)
     stream = io.BufferedReader(_Raw(raw), buffer_size=_CHUNK)
@@ -113,12 +113,12 @@ def reroot(store: ObjectStore, levels: int) -> tuple[ObjectStore, str]:
 
     Used when a source points straight at ``<repo>/backup/<stanza>``: its WAL lives in a sibling.
     """
-    from ..storage.local import LocalStore
+    from ..store.local import LocalStore
 
     if isinstance(store, LocalStore):
         root = store.root
         return LocalStore(root.parents[levels - 1]), root.name
-    from ..storage.s3 import S3Store
+    from ..store.s3 import S3Store
 
     if isinstance(store, S3Store):
         parts = store.prefix.strip("/").split("/")

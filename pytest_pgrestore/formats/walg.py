@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from ..catalog import Backup, Catalog, WalArchive, WalSegment
-from ..codecs import _Prefixed, open_codec
-from ..crypto import LibsodiumKey, SecretStreamReader
 from ..errors import CorruptBackup, FormatError, PgRestoreError, PreflightError, UsageError
-from ..storage import ObjectInfo, ObjectStore
-from ..wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
-from . import Materialized
+from ..store import ObjectInfo, ObjectStore
+from .base import Materialized
+from .catalog import Backup, Catalog, WalArchive, WalSegment
+from .codecs import _Prefixed, open_codec
+from .crypto import LibsodiumKey, SecretStreamReader
+from .wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
 from .walg_layout import (
     BACKUP_NAME_RE,
     BASE,
@@ -316,7 +316,7 @@ class WalgFormat:
             return stream.read(40)
 
     def _index_segments(self, wal: WalArchive) -> None:
-        from ..wal import parse_segment_name
+        from .wal import parse_segment_name
 
         for base, info in wal.raw.items():
             try:

@@ -14,10 +14,10 @@ import logging
 import os
 from pathlib import Path
 
-from ..catalog import Backup
 from ..errors import CorruptBackup, FormatError, PgRestoreError
-from ..parallel import run_jobs
-from . import Materialized
+from .base import Materialized
+from .catalog import Backup
+from .parallel import run_jobs
 from .walg_layout import tar_kind
 from .walg_tar import LevelFilter, extract_walg_tar, member_key
 

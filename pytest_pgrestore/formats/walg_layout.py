@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..catalog import XLOG_PAGE_MAGIC
 from ..errors import FormatError
+from .catalog import XLOG_PAGE_MAGIC
 
 __all__ = [
     "BASE", "WAL", "SENTINEL_SUFFIX", "BACKUP_NAME_RE", "EXT_CODECS", "Sentinel", "parse_sentinel",

@@ -69,7 +69,7 @@ def extract_walg_tar(stream: BinaryIO, pgdata: Path, *, label: str, level: Level
     Members are read with large reads and written by a second thread (:mod:`..tarstream`); a
     tar without its end-of-archive marker is refused as truncated.
     """
-    from ..tarstream import TarStream, TruncatedTar, Writer
+    from .tarstream import TarStream, TruncatedTar, Writer
 
     total = 0
     tar = TarStream(stream)
@@ -154,7 +154,7 @@ def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_s
     if key in level.incremented:
         return apply_increment(_MemberData(tar), target, label=name, block_size=block_size)
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    from ..tarstream import write_member
+    from .tarstream import write_member
 
     def short(written: int) -> CorruptBackup:
         return CorruptBackup(f"{label}: member {member.name!r} is short ({written} of {member.size} bytes)",

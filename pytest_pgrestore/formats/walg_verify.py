@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..catalog import Backup, WalArchive
-from ..wal import segment_name, segno_of
+from .catalog import Backup, WalArchive
+from .wal import segment_name, segno_of
 
 __all__ = ["SegmentRun", "WalVerifyReport", "wal_verify"]
 

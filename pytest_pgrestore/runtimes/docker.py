@@ -20,7 +20,7 @@ import secrets
 from pathlib import Path
 
 from ..errors import BinariesNotFound, PgRestoreError
-from ..instance import RestoredInstance
+from ..restore.instance import RestoredInstance
 from .container import HEARTBEAT_TICK, STALE_AFTER, SUPERVISOR, PgContainer, SpoolMirror
 from .docker_image import Image, ImageTools, ImageUnavailable, resolve_image, short_error
 from .docker_server import ContainerInstance, DockerServer, scram_verifier

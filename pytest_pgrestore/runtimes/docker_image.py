@@ -12,12 +12,18 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import BinariesNotFound, PgRestoreError
 
 if TYPE_CHECKING:
-    from .docker import DockerRuntime
+    from .container import PgContainer
+
+
+class _HasContainer(Protocol):
+    """What the image's tools need of the runtime: the container they run in."""
+
+    def container(self) -> PgContainer: ...
 
 __all__ = ["Image", "ImageUnavailable", "ImageTools", "ContainerPath", "resolve_image", "short_error"]
 
@@ -134,7 +140,7 @@ class ContainerPath(PurePosixPath):
 class ImageTools:
     """PostgreSQL binaries inside the container: the PgBinaries protocol, run with docker exec."""
 
-    def __init__(self, runtime: DockerRuntime, image: Image, major: int) -> None:
+    def __init__(self, runtime: _HasContainer, image: Image, major: int) -> None:
         self.runtime, self.image, self.major = runtime, image, major
         self._version: str | None = None
         self._bindir: Path | None = None

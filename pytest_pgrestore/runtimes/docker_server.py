@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import PgRestoreError
-from ..instance import RestoredInstance
+from ..restore.instance import RestoredInstance
 from .container import ExecResult, PgContainer
 from .docker_image import ImageTools
 
@@ -57,7 +57,7 @@ class DockerServer:
 
     def probe(self, user: str):
         """Where recovery is; bind mode asks through the shared socket, copy mode through psql."""
-        from ..recover import Probe, probe
+        from ..restore.recover import Probe, probe
 
         if self.socket_dir is not None:
             return probe(Path(self.socket_dir), self.port, user)
@@ -70,7 +70,7 @@ class DockerServer:
                                      checked="connecting to the restored server as --restore-user",
                                      fix="set --restore-user (env PGRESTORE_USER) to a role that exists in the backup")
             return None
-        from ..target import parse_lsn
+        from ..settings.target import parse_lsn
 
         in_recovery, pause, lsn, ts = (out.stdout.strip().splitlines() or [""])[-1].split("|")
         return Probe(promoted=in_recovery != "t", paused=pause == "paused",

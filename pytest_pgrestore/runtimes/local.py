@@ -163,7 +163,7 @@ class LocalRuntime:
     def start(self, *, run_dir: Path, pgdata: Path, config_file: Path, port: int, log_file: Path,
               socket_dir: Path, settings: dict[str, str]) -> LocalServer:
         sup = run_dir / "supervisor.sh"
-        from ..owner import harness_pid
+        from ..restore.owner import harness_pid
 
         sup.write_text(_SUPERVISOR.format(harness=int(harness_pid())))
         sup.chmod(0o755)

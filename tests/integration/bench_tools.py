@@ -41,8 +41,8 @@ from tool_support import (  # noqa: E402
 from pytest_pgrestore.demo.seaweed import SeaweedS3  # noqa: E402
 from pytest_pgrestore.formats.barman import BarmanFormat  # noqa: E402
 from pytest_pgrestore.formats.pgbackrest import PgBackRestFormat  # noqa: E402
-from pytest_pgrestore.storage.local import LocalStore  # noqa: E402
-from pytest_pgrestore.storage.s3 import S3Store  # noqa: E402
+from pytest_pgrestore.store.local import LocalStore  # noqa: E402
+from pytest_pgrestore.store.s3 import S3Store  # noqa: E402
 
 RESULTS: dict[str, float] = {}
 

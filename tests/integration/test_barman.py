@@ -19,7 +19,7 @@ from tool_support import BarmanCloud, ToolScenario, barman_source, history, self
 from pytest_pgrestore.demo.seaweed import SeaweedS3
 from pytest_pgrestore.errors import FormatError, PreflightError
 from pytest_pgrestore.formats.barman import ServerError
-from pytest_pgrestore.restorer import Restorer
+from pytest_pgrestore.restore.restorer import Restorer
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not (Path(sys.executable).parent / "barman-cloud-backup").exists(),

@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 from checks_support import build_demo_backup, copy_backup, damage
 
-from pytest_pgrestore.config import resolve_settings
-from pytest_pgrestore.corruption import verify_checksums
+from pytest_pgrestore.checks.corruption import verify_checksums
 from pytest_pgrestore.errors import CheckSkipped
-from pytest_pgrestore.restorer import Restorer
+from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.settings.options import resolve_settings
 
 pytestmark = pytest.mark.integration
 
@@ -226,7 +226,7 @@ def test_pg_checksums_restarts_the_server_on_the_same_port_and_password(demo, wo
 
 HAND_WRITTEN = '''
 import pytest
-from pytest_pgrestore.assertions import (ExpectationFailed, assert_row_count, assert_row_exists,
+from pytest_pgrestore.checks.assertions import (ExpectationFailed, assert_row_count, assert_row_exists,
                                          assert_tables_exist, missing_tables, row_count, row_exists)
 
 

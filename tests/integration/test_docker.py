@@ -13,7 +13,7 @@ import pytest
 from docker_it import between, count_rows, docker_client_fixture, our_containers  # noqa: F401 (a fixture)
 from it_support import Scenario, build_scenario, our_postgres_processes, run_dirs
 
-from pytest_pgrestore.restorer import Restorer
+from pytest_pgrestore.restore.restorer import Restorer
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,7 @@ def test_kept_run_keeps_its_container_running(pg15, settings_factory, docker_cli
 
 @pytest.mark.parametrize("mode", ["bind", "copy"])
 def test_pg_checksums_runs_inside_the_container_on_the_stopped_cluster(workroot, settings_factory, mode):
-    from pytest_pgrestore.corruption import verify_checksums
+    from pytest_pgrestore.checks.corruption import verify_checksums
 
     root = workroot / "docker-checksums"
     if not (root / "repo").exists():

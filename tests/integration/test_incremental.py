@@ -9,7 +9,7 @@ import pytest
 
 from pytest_pgrestore.demo.source import SourceCluster
 from pytest_pgrestore.errors import PreflightError
-from pytest_pgrestore.restorer import Restorer
+from pytest_pgrestore.restore.restorer import Restorer
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from it_support import our_postgres_processes, run_dirs
 
 from pytest_pgrestore.demo.source import SourceCluster
 from pytest_pgrestore.errors import RestoreFailed
-from pytest_pgrestore.restorer import Restorer
+from pytest_pgrestore.restore.restorer import Restorer
 
 pytestmark = pytest.mark.integration
 

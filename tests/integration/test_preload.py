@@ -15,8 +15,8 @@ from it_support import our_postgres_processes, run_dirs
 
 from pytest_pgrestore.demo.source import SourceCluster
 from pytest_pgrestore.errors import RestoreFailed
-from pytest_pgrestore.manager import key_for
-from pytest_pgrestore.restorer import Restorer
+from pytest_pgrestore.restore.manager import key_for
+from pytest_pgrestore.restore.restorer import Restorer
 
 pytestmark = pytest.mark.integration
 

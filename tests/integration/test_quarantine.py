@@ -29,8 +29,8 @@ from it_support import our_postgres_processes, run_dirs
 from psycopg import sql
 
 from pytest_pgrestore.demo.source import SourceCluster
-from pytest_pgrestore.restorer import Restorer
-from pytest_pgrestore.rundir import free_port
+from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore.rundir import free_port
 from pytest_pgrestore.runtimes.local import server_owner
 
 pytestmark = pytest.mark.integration

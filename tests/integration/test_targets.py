@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgrestore.restorer import Restorer
-from pytest_pgrestore.target import RestoreTarget
+from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.settings.target import RestoreTarget
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from plugin_support import copy_repo, leftovers, our_postgres_processes, run_dirs, wait_for
 
-from pytest_pgrestore.rundir import list_run_dirs
+from pytest_pgrestore.restore.rundir import list_run_dirs
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import lz4.frame
 import pytest
 import zstandard
 
-from pytest_pgrestore.codecs import (
+from pytest_pgrestore.errors import CorruptBackup, FormatError, PgRestoreError
+from pytest_pgrestore.formats.codecs import (
     COMPRESSION_SUFFIXES,
     copy_stream,
     detect_codec,
@@ -25,7 +26,6 @@ from pytest_pgrestore.codecs import (
     open_decompressed,
     strip_suffix,
 )
-from pytest_pgrestore.errors import CorruptBackup, FormatError, PgRestoreError
 
 # Some incompressible bytes, then text-like rows (small: xz and bzip2 are slow).
 DATA = os.urandom(16_000) + b"".join(b"%d|tuple %d|%d\n" % (i, i * 7919 % 10007, i % 97) for i in range(8000))

@@ -10,7 +10,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from pytest_pgrestore.config import (
+from pytest_pgrestore.errors import NoSourceConfigured, UsageError
+from pytest_pgrestore.settings.options import (
     OPTIONS,
     WALG_SOURCE_VARS,
     OptionSpec,
@@ -20,8 +21,7 @@ from pytest_pgrestore.config import (
     parse_source,
     resolve_settings,
 )
-from pytest_pgrestore.errors import NoSourceConfigured, UsageError
-from pytest_pgrestore.target import RestoreTarget, TargetError
+from pytest_pgrestore.settings.target import RestoreTarget, TargetError
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"

@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from test_plan import SEG, archive, backup, catalog, seg_time
 
-from pytest_pgrestore.negative import NegativeControlFailed, choose_withheld
-from pytest_pgrestore.plan import make_plan
-from pytest_pgrestore.result import RestoreResult
-from pytest_pgrestore.target import RestoreTarget, format_lsn
-from pytest_pgrestore.wal import segment_name
+from pytest_pgrestore.formats.wal import segment_name
+from pytest_pgrestore.restore.negative import NegativeControlFailed, choose_withheld
+from pytest_pgrestore.restore.plan import make_plan
+from pytest_pgrestore.restore.result import RestoreResult
+from pytest_pgrestore.settings.target import RestoreTarget, format_lsn
 
 
 @pytest.fixture

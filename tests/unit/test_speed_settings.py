@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_pgrestore.cache import default_cache_dir
-from pytest_pgrestore.config import resolve_settings
 from pytest_pgrestore.errors import UsageError
-from pytest_pgrestore.spool import WalSpool
+from pytest_pgrestore.restore.cache import default_cache_dir
+from pytest_pgrestore.restore.spool import WalSpool
+from pytest_pgrestore.settings.options import resolve_settings
 
 
 def settings(**cli):

@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pytest_pgrestore.result import Outcome
-from pytest_pgrestore.target import RestoreTarget
-from pytest_pgrestore.verdict import Observation, decide, scan_log
+from pytest_pgrestore.restore.result import Outcome
+from pytest_pgrestore.restore.verdict import Observation, decide, scan_log
+from pytest_pgrestore.settings.target import RestoreTarget
 
 UTC = timezone.utc
 SEG = 16 << 20

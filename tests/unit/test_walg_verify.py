@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pytest_pgrestore.catalog import Backup, WalArchive, WalSegment
+from pytest_pgrestore.formats.catalog import Backup, WalArchive, WalSegment
+from pytest_pgrestore.formats.wal import TimelineEntry
 from pytest_pgrestore.formats.walg_verify import wal_verify
-from pytest_pgrestore.wal import TimelineEntry
 
 SIZE = 16 << 20
 NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)

@@ -1,0 +1,5 @@
+"""The ``pgrestore`` command."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,39 @@
+"""The format interface: what every backup format implements, and what materializing returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from ..store import ObjectStore
+from .catalog import Backup, Catalog
+
+__all__ = ["BackupFormat", "Materialized"]
+
+
+@dataclass
+class Materialized:
+    pgdata: Path
+    bytes_fetched: int
+    bytes_written: int
+    manifest: Path | None = None  # backup_manifest to hand to pg_verifybackup
+    tablespaces: dict[str, Path] | None = None
+
+
+class BackupFormat(Protocol):
+    name: str
+
+    def __init__(self, store: ObjectStore) -> None: ...
+
+    @classmethod
+    def detect(cls, store: ObjectStore) -> bool:
+        """Does the store's layout look like ours? (a few cheap listings, no download)"""
+
+    def catalog(self) -> Catalog: ...
+
+    def materialize(self, backup: Backup, pgdata: Path, run_dir: Path, *,
+                    owner: tuple[int, int] | None) -> Materialized: ...
+
+    def open_wal(self, key: str) -> BinaryIO:
+        """A decoded (decompressed, decrypted) stream of one archived WAL object."""

@@ -1,0 +1,1 @@
+"""The pytest plugin: the only part of the package that imports pytest."""
