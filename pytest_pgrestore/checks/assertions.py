@@ -254,13 +254,13 @@ def assert_fresh(conn, table: str, column: str, *, within: float | timedelta, re
     """The newest ``table.column`` is at most ``within`` older than ``reference``; returns it."""
     from psycopg import sql
 
-    from .listing import _human
+    from .._fmt import human_duration
 
     rel = _table(conn, table)
     limit = within if isinstance(within, timedelta) else timedelta(seconds=within)
     newest = _rows(conn, sql.SQL("select max({}) from {}").format(sql.Identifier(column), rel.ident()))[0][0]
     what = f"newest {rel}.{column}"
-    expected = f"within {_human(limit.total_seconds())} before {reference.isoformat()} ({reference_label})"
+    expected = f"within {human_duration(limit.total_seconds())} before {reference.isoformat()} ({reference_label})"
     if newest is None:
         raise ExpectationFailed(what, expected=expected, found="no value (the table is empty or the column NULL)")
     if isinstance(newest, datetime) and newest.tzinfo is None:
@@ -270,5 +270,5 @@ def assert_fresh(conn, table: str, column: str, *, within: float | timedelta, re
     lag = reference - newest
     if lag > limit:
         raise ExpectationFailed(what, expected=expected,
-                                found=f"{newest.isoformat()}, {_human(lag.total_seconds())} older")
+                                found=f"{newest.isoformat()}, {human_duration(lag.total_seconds())} older")
     return newest

@@ -177,9 +177,9 @@ def backup_age(catalog, max_age: float, *, now: datetime | None = None) -> Verdi
     result = check_backups(catalog, min_backups=1, max_age=max_age, now=now)
     if result.problems:
         return Verdict(False, "; ".join(result.problems))
-    from .listing import _human
+    from .._fmt import human_duration
 
-    return Verdict(True, f"the newest backup {result.newest} finished {_human(result.newest_age_seconds)} ago")
+    return Verdict(True, f"the newest backup {result.newest} finished {human_duration(result.newest_age_seconds)} ago")
 
 
 def wal_continuity_check(catalog) -> Verdict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from .._fmt import human_duration
 from ..formats.catalog import Catalog
 from ..formats.wal import segment_name
 from ..settings.target import format_lsn
@@ -52,8 +53,8 @@ def check_backups(catalog: Catalog, *, min_backups: int = 1, max_age: float | No
         if age is None:
             problems.append(f"the newest backup {newest.name} has no known stop time")
         elif age > max_age:
-            problems.append(f"the newest backup {newest.name} finished {_human(age)} ago, "
-                            f"older than the allowed {_human(max_age)}")
+            problems.append(f"the newest backup {newest.name} finished {human_duration(age)} ago, "
+                            f"older than the allowed {human_duration(max_age)}")
     return BackupsCheck(ok=not problems, count=len(backups), newest=newest.name if newest else None,
                         newest_age_seconds=age, problems=problems)
 
@@ -115,11 +116,3 @@ def verify(catalog: Catalog, *, min_backups: int = 1, max_age: float | None = No
     ok = backups.ok and bool(runs) and all(r.status == "FOUND" for r in runs)
     return VerifyReport(ok=ok, source=catalog.source, format=catalog.format, backups=backups, wal=runs,
                         reachable_until=reachable)
-
-
-def _human(seconds: float) -> str:
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}{_human(seconds % size) if seconds % size else ''}"
-    return f"{seconds}s"

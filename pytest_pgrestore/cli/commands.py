@@ -6,6 +6,7 @@ import shlex
 import sys
 import time
 
+from .._fmt import human_bytes
 from ..checks.listing import verify as verify_catalog
 from ..errors import PgRestoreError
 from ..restore.plan import make_plan
@@ -16,16 +17,6 @@ from ._common import EXIT_FAILED, EXIT_OK, duration, json_print
 
 def _time(t) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%SZ") if t else "-"
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -45,7 +36,7 @@ def cmd_list(args, settings) -> int:
         return EXIT_OK
     print(f"{catalog.source} ({catalog.format}): {len(catalog.backups)} backup(s)")
     rows = [[b.name, _time(b.start_time), _time(b.stop_time), format_lsn(b.start_lsn), format_lsn(b.stop_lsn),
-             str(b.timeline), str(b.pg_major or "?"), _size(b.stored_bytes)] for b in catalog.backups]
+             str(b.timeline), str(b.pg_major or "?"), human_bytes(b.stored_bytes)] for b in catalog.backups]
     if rows:
         print(_table(rows, ["NAME", "START", "STOP", "START LSN", "STOP LSN", "TLI", "PG", "STORED"]))
     return EXIT_OK

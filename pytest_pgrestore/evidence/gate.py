@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .._fmt import option_duration
 from ..errors import UsageError
-from ..settings.options import _format_duration, parse_source
+from ..settings.options import parse_source
 from .record import SCHEMA_VERSION, passed
 
 __all__ = ["Evidence", "GateResult", "load", "decide", "evidence_location"]
@@ -121,7 +122,7 @@ def decide(docs: Iterable[Evidence], *, source: str, max_age: float, now: dateti
 def _judge(ev: Evidence, rec: Mapping[str, Any], what: str, *, now: datetime, max_age: float,
            max_rto: float | None, max_rpo: float | None) -> tuple[bool, str]:
     age = (now - ev.finished).total_seconds()
-    when = f"{_format_duration(max(int(age), 0))} ago ({ev.doc['run']['finished_at']}, {ev.where})"
+    when = f"{option_duration(max(int(age), 0))} ago ({ev.doc['run']['finished_at']}, {ev.where})"
     run_url = (ev.doc["run"].get("ci") or {}).get("run_url")
     when += f", {run_url}" if run_url else ""
     if not passed(rec) or ev.doc["run"].get("exit_status") != 0:
@@ -133,14 +134,14 @@ def _judge(ev: Evidence, rec: Mapping[str, Any], what: str, *, now: datetime, ma
         return False, f"FAIL: the newest drill of {what} failed {when}: {why}"
     if age > max_age:
         return False, (f"FAIL: the newest drill of {what} passed {when}, older than --max-age "
-                       f"{_format_duration(max_age)}")
+                       f"{option_duration(max_age)}")
     rto, rpo = rec["rto"].get("seconds"), rec["rpo"].get("seconds")
     if max_rto is not None and (rto is None or rto > max_rto or rec["rto"].get("served_from_cache")):
         shown = "not measured" if rto is None or rec["rto"].get("served_from_cache") else f"{rto:.1f}s"
-        return False, f"FAIL: the newest drill of {what} has RTO {shown}, over --max-rto {_format_duration(max_rto)}"
+        return False, f"FAIL: the newest drill of {what} has RTO {shown}, over --max-rto {option_duration(max_rto)}"
     if max_rpo is not None and (rpo is None or rpo > max_rpo):
         shown = "not measured" if rpo is None else f"{rpo:.1f}s"
-        return False, f"FAIL: the newest drill of {what} has RPO {shown}, over --max-rpo {_format_duration(max_rpo)}"
+        return False, f"FAIL: the newest drill of {what} has RPO {shown}, over --max-rpo {option_duration(max_rpo)}"
     return True, (f"PASS: a drill of {what} passed {when}: {rec.get('outcome')}, backup "
                   f"{(rec.get('backup') or {}).get('name')}, RTO {_num(rto)}, RPO {_num(rpo)}")
 

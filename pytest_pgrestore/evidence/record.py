@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import __version__
+from .._fmt import option_duration
 
 __all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "restore_record", "failed_record", "budget_violations",
            "document", "redact", "ci_context", "passed", "PHASE_ORDER"]
@@ -42,13 +43,13 @@ def budget_violations(result, settings) -> list[str]:
     max_rto, max_rpo = getattr(settings, "max_rto", None), getattr(settings, "max_rpo", None)
     origins = getattr(settings, "origins", {})
     if max_rto is not None and result.rto_seconds is not None and result.rto_seconds > max_rto:
-        out.append(f"RTO {result.rto_seconds:.2f}s exceeds --restore-max-rto={_dur(max_rto)} "
+        out.append(f"RTO {result.rto_seconds:.2f}s exceeds --restore-max-rto={option_duration(max_rto)} "
                    f"(from {origins.get('max_rto', 'default')}); phases: "
                    + ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items()))
     if max_rpo is not None:
         rec = result.recency or {}
         seconds = rec.get("seconds")
-        where = f"--restore-max-rpo={_dur(max_rpo)} (from {origins.get('max_rpo', 'default')})"
+        where = f"--restore-max-rpo={option_duration(max_rpo)} (from {origins.get('max_rpo', 'default')})"
         if seconds is not None and seconds > max_rpo:
             out.append(f"RPO {seconds:.1f}s exceeds {where}: the newest data restored is from "
                        f"{_candidate_time(rec)} ({rec.get('used')}), the drill started {result.started_at}")
@@ -62,12 +63,6 @@ def budget_violations(result, settings) -> list[str]:
 def _candidate_time(rec: Mapping[str, Any]) -> str:
     used = rec.get("used")
     return str(rec.get(used) if used in rec else rec.get("last_commit"))
-
-
-def _dur(seconds: float) -> str:
-    from ..settings.options import _format_duration
-
-    return _format_duration(seconds)
 
 
 def restore_record(label: str, result, settings, *, violations: list[str]) -> dict[str, Any]:

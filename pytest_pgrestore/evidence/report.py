@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._fmt import human_bytes
+
 __all__ = ["terminal_lines", "markdown", "html_section", "junit_properties", "prometheus", "write_atomic",
            "phase_text"]
 
@@ -22,16 +24,6 @@ _LABELS = {"start_to_consistent": "start→consistent", "consistent_to_target": 
 
 def _s(seconds: float | None, digits: int = 2) -> str:
     return "-" if seconds is None else f"{seconds:.{digits}f}s"
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def phase_text(rec: Mapping[str, Any]) -> str:
@@ -49,7 +41,7 @@ def _prefetch_text(rec: Mapping[str, Any]) -> str:
     w = rec.get("wal_prefetch") or {}
     if not w:
         return ""
-    return (f"WAL prefetch {_size(w.get('bytes'))} in {w.get('segments')} segment(s), busy "
+    return (f"WAL prefetch {human_bytes(w.get('bytes'), largest='GiB')} in {w.get('segments')} segment(s), busy "
             f"{_s(w.get('busy_seconds'))}, replay waited {_s(w.get('replay_waited_seconds'))}")
 
 
@@ -115,7 +107,7 @@ def html_section(doc: Mapping[str, Any]) -> str:
         b = rec.get("backup") or {}
         color = "#2e7d32" if rec["passed"] else "#c62828"
         rows = [("backup", f"{b.get('name') or '-'} (stop LSN {b.get('stop_lsn') or '-'}, "
-                           f"stopped {b.get('stop_time') or '-'}, fetched {_size(b.get('bytes_fetched'))})"),
+                           f"stopped {b.get('stop_time') or '-'}, fetched {human_bytes(b.get('bytes_fetched'), largest='GiB')})"),
                 ("source", rec.get("source") or "-"),
                 ("target", rec["target"]["text"]),
                 ("outcome", f"{rec.get('outcome') or 'FAILED'}: {rec.get('detail') or ''}"),

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._fmt import human_bytes
 from ..errors import PreflightError
 from ..formats.catalog import Backup, Catalog
 
@@ -127,7 +128,7 @@ def spool_bytes(segments: int, segment_size: int) -> tuple[int, str]:
     params = inspect.signature(WalSpool.__init__).parameters
     window = params["window"].default + 1 + params["concurrency"].default
     n = min(segments, window)
-    return n * segment_size, f"{n} × {_human(segment_size)} WAL segments"
+    return n * segment_size, f"{n} × {human_bytes(segment_size)} WAL segments"
 
 
 def _free(path: Path) -> tuple[Path, int, int]:
@@ -152,24 +153,16 @@ def check_disk(need: Need, *, workdir: Path, pgdata: Path | None = None, backup_
         parts = []
         if "data" in holds:
             parts.append(
-                f"backup {backup_name} uncompressed {_human(need.backup_bytes)} ({need.backup_from})"
+                f"backup {backup_name} uncompressed {human_bytes(need.backup_bytes)} ({need.backup_from})"
             )
         if "spool" in holds:
-            parts.append(f"WAL spool window {_human(need.spool_bytes)} ({need.spool_from})")
+            parts.append(f"WAL spool window {human_bytes(need.spool_bytes)} ({need.spool_from})")
         raise DiskSpaceError(
-            f"not enough free disk space for the restore: {path} has {_human(free)} free, the restore needs "
-            f"{_human(needed)}",
+            f"not enough free disk space for the restore: {path} has {human_bytes(free)} free, the restore needs "
+            f"{human_bytes(needed)}",
             checked=" + ".join(parts) + f" + {HEADROOM:.0%}, against the free space of {path} (statvfs)",
             fix="free space there, or point --restore-workdir (env PGRESTORE_WORKDIR) at a larger filesystem",
         )
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return f"{n} B"
 
 
 def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: Path | None = None) -> str:
@@ -179,6 +172,6 @@ def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: P
     need = Need(size, how, spool, spool_how)
     check_disk(need, workdir=workdir, pgdata=pgdata, backup_name=plan.backup.name)
     return (
-        f"{_human(need.on(data=True, spool=True))} needed (backup {_human(size)} from {how}, "
-        f"spool {_human(spool)}, +{HEADROOM:.0%}), {_human(_free(workdir)[2])} free in {workdir}"
+        f"{human_bytes(need.on(data=True, spool=True))} needed (backup {human_bytes(size)} from {how}, "
+        f"spool {human_bytes(spool)}, +{HEADROOM:.0%}), {human_bytes(_free(workdir)[2])} free in {workdir}"
     )

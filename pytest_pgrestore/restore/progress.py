@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+from .._fmt import decimal_bytes, short_duration
+
 __all__ = ["Progress", "keep_terminal", "DEFAULT_INTERVAL"]
 
 DEFAULT_INTERVAL = 30.0
@@ -142,12 +144,12 @@ class _Watch:
 def _fetch_line(stats, total: int | None, started: float) -> str:
     done = stats.bytes_total
     rate = done / max(time.monotonic() - started, 1e-6)
-    parts = [f"{_mb(done)}" + (f" of {_mb(total)} ({min(done / total, 1):.0%})" if total else "")]
-    parts.append(f"{_mb(rate)}/s")
+    parts = [f"{decimal_bytes(done)}" + (f" of {decimal_bytes(total)} ({min(done / total, 1):.0%})" if total else "")]
+    parts.append(f"{decimal_bytes(rate)}/s")
     if total and rate > 0 and done < total:
-        parts.append(f"ETA {_dur((total - done) / rate)}")
+        parts.append(f"ETA {short_duration((total - done) / rate)}")
     if getattr(stats, "bytes_cache", 0):
-        parts.append(f"{_mb(stats.bytes_cache)} from the cache")
+        parts.append(f"{decimal_bytes(stats.bytes_cache)} from the cache")
     return ", ".join(parts)
 
 
@@ -163,9 +165,9 @@ def _replay_line(spool, plan, segment_size: int | None, started: float, first: i
     else:
         text = f"at {plan.segments[at]} ({share})"
     if segment_size and rate > 0:
-        text += f", {_mb(rate * segment_size)}/s"
+        text += f", {decimal_bytes(rate * segment_size)}/s"
     if rate > 0 and at + 1 < n:
-        text += f", ETA {_dur((n - at - 1) / rate)}"
+        text += f", ETA {short_duration((n - at - 1) / rate)}"
     return text
 
 
@@ -175,20 +177,3 @@ def _lsn(name: str, size: int, *, end: bool = False) -> str:
 
     seg = parse_segment_name(name, size)
     return format_lsn((seg.segno + (1 if end else 0)) * size)
-
-
-def _mb(n: float | None) -> str:
-    if n is None:
-        return "?"
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} GB"
-    return f"{n / 1e6:.1f} MB"
-
-
-def _dur(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"

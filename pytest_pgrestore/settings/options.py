@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from .._fmt import option_duration
 from ..errors import NoSourceConfigured, UsageError
 from .target import RestoreTarget
 
@@ -64,16 +65,6 @@ def parse_duration(text: str, *, origin: str) -> float:
     if seconds <= 0:
         raise _usage(f"invalid duration {text!r}: it must be positive", origin, DURATION_SYNTAX, "e.g. 6h")
     return float(seconds)
-
-
-def _format_duration(seconds: float) -> str:
-    if seconds != int(seconds):
-        return f"{seconds:g}s"
-    rest, parts = int(seconds), []
-    for unit, size in _UNITS:
-        count, rest = divmod(rest, size)
-        parts.extend([f"{count}{unit}"] if count else [])
-    return "".join(parts) or "0s"
 
 
 @dataclass(frozen=True)
@@ -636,11 +627,11 @@ class Settings:
         if _BY_NAME[name].secret and value is not None:
             return "set (not shown)"
         if name in ("max_rto", "max_rpo") and value is not None:
-            return _format_duration(value)
+            return option_duration(value)
         if name in ("checks", "preload"):
             return ",".join(value) or "none"
         if name == "timeout" or (name == "progress" and isinstance(value, float)):
-            return _format_duration(value)
+            return option_duration(value)
         if name == "cache" and value is None:
             return "off"
         if isinstance(value, bool):
