@@ -4,6 +4,14 @@ Every error carries three parts so that a failing drill reads like a runbook ent
 what failed, what was checked, and how to fix it.  ``str(err)`` renders all three.
 User errors (a bad option, target or URL) derive from :class:`UsageError`; the plugin turns
 them into ``pytest.UsageError`` and the CLI into exit code 4.
+
+Every error a user sees or a caller catches is defined here; the modules that raise them import
+them from here (and keep exporting them under their old names).  Outside this file remain: the
+runtimes' own errors (``DockerUnavailable``, ``ImageUnavailable``, both in the tree), the demo's
+(``SeaweedStartError``, ``DemoSourceError``: the demo harness, not the product) and private
+control-flow signals that never leave their module (``TruncatedTar``, ``Withheld``, ``NotTaken``,
+``_Unrecognized``).  :class:`ExpectationFailed` is the one error outside the tree: a drill's failed
+assertion, an ``AssertionError`` so that pytest reports it as a failed test.
 """
 
 from __future__ import annotations
@@ -22,6 +30,18 @@ __all__ = [
     "RestoreFailed",
     "NoSourceConfigured",
     "CheckSkipped",
+    "TargetError",
+    "ObjectChanged",
+    "NotSupported",
+    "StanzaError",
+    "ServerError",
+    "UnsupportedRepository",
+    "UnsupportedBarmanBackup",
+    "EncryptedWithoutKey",
+    "UnsupportedEncryption",
+    "DiskSpaceError",
+    "NegativeControlFailed",
+    "ExpectationFailed",
 ]
 
 
@@ -61,6 +81,10 @@ class NoSourceConfigured(UsageError):
     """No backup source anywhere: there is deliberately no default."""
 
 
+class TargetError(UsageError):
+    """The restore target text does not follow the grammar."""
+
+
 class SourceError(PgRestoreError):
     """The backup store could not be read."""
 
@@ -77,6 +101,14 @@ class SourceUnreachable(SourceError):
     pass
 
 
+class ObjectChanged(SourceError):
+    """An object no longer has the ETag it had when the read began (``open_range(etag=...)``)."""
+
+
+class NotSupported(SourceError):
+    """The S3 endpoint does not implement an operation (NotImplemented, 501)."""
+
+
 class FormatError(PgRestoreError):
     """The layout under the source is not a backup we can read."""
 
@@ -85,12 +117,58 @@ class CorruptBackup(FormatError):
     """The backup's bytes fail a check the format carries (checksum, codec, manifest)."""
 
 
+class StanzaError(FormatError):
+    """The repository holds several stanzas (or not the one asked for)."""
+
+
+class ServerError(FormatError):
+    """The destination holds several barman servers (or not the one asked for)."""
+
+
+class UnsupportedRepository(FormatError):
+    """The repository uses a pgBackRest feature the native reader does not implement."""
+
+    @classmethod
+    def encrypted(cls, key: str) -> UnsupportedRepository:
+        return cls(f"pgBackRest repository encryption is not supported: {key} is encrypted (aes-256-cbc)",
+                   checked=f"the first bytes of {key} (OpenSSL 'Salted__' header)",
+                   fix="restore this stanza with `pgbackrest restore` and its repo1-cipher-pass, or drill an "
+                       "unencrypted copy of the repository (repo1-cipher-type=none)")
+
+    @classmethod
+    def block_incremental(cls, labels: list[str]) -> UnsupportedRepository:
+        return cls(f"pgBackRest block incremental backups are not supported: {', '.join(labels)}",
+                   checked="backup-info-repo-size-map in backup.info (written only for repo-block=y backups)",
+                   fix="restore these backups with `pgbackrest restore`, or take the drill's backups with "
+                       "repo1-block=n")
+
+
+class UnsupportedBarmanBackup(FormatError):
+    """A barman-cloud backup kind the native reader does not restore."""
+
+
 class PreflightError(PgRestoreError):
     """The plan shows, before any download, that the target cannot be reached."""
 
 
+class DiskSpaceError(PreflightError):
+    """Too little free space for the restore: refused before the download."""
+
+
+class EncryptedWithoutKey(FormatError, PreflightError):
+    """An object is encrypted and no libsodium key is configured."""
+
+
+class UnsupportedEncryption(FormatError, PreflightError):
+    """PGP or KMS client-side encryption: refused rather than restored wrongly."""
+
+
 class BinariesNotFound(PgRestoreError):
     """No PostgreSQL binaries of the backup's major version are usable."""
+
+
+class NegativeControlFailed(PgRestoreError):
+    """The restore with a withheld segment was not caught by the verdict."""
 
 
 class RestoreFailed(PgRestoreError):
@@ -104,3 +182,11 @@ class RestoreFailed(PgRestoreError):
 class CheckSkipped(PgRestoreError):
     """A built-in check cannot run here (amcheck missing, checksums off, a permission the key lacks):
     reported as skipped with this reason, never as passed."""
+
+
+class ExpectationFailed(AssertionError):
+    """A restored database differs from what was expected; the message shows both."""
+
+    def __init__(self, what: str, *, expected: str, found: str) -> None:
+        super().__init__(f"{what}: expected {expected}, found {found}")
+        self.what, self.expected, self.found = what, expected, found

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..errors import ExpectationFailed
+
 __all__ = [
     "ExpectationFailed",
     "Relation",
@@ -47,14 +49,6 @@ _KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialize
           "S": "sequence", "i": "index", "I": "partitioned index", "c": "composite type", "t": "TOAST table"}
 _TABLE_KINDS = ("r", "p")
 _SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
-
-
-class ExpectationFailed(AssertionError):
-    """A restored database differs from what was expected; the message shows both."""
-
-    def __init__(self, what: str, *, expected: str, found: str) -> None:
-        super().__init__(f"{what}: expected {expected}, found {found}")
-        self.what, self.expected, self.found = what, expected, found
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from ..errors import CorruptBackup, FormatError
+from ..errors import CorruptBackup, ServerError, UnsupportedBarmanBackup
 from ..settings.target import parse_lsn
 from ..store import ObjectInfo, ObjectStore
 from .base import Materialized
@@ -45,14 +45,6 @@ _INFO_RE = re.compile(r"^(?:([^/]+)/)?base/([^/]+)/backup\.info\Z")
 _TAR_RE = re.compile(r"^(data|\d+)(_\d{4})?\.tar(\.gz|\.bz2|\.lz4|\.zst|\.xz|\.snappy)?\Z")
 _DETECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store → listing, used once
 _WAL_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".snappy")
-
-
-class ServerError(FormatError):
-    """The destination holds several barman servers (or not the one asked for)."""
-
-
-class UnsupportedBarmanBackup(FormatError):
-    """A barman-cloud backup kind the native reader does not restore."""
 
 
 def parse_backup_info(text: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import CorruptBackup, FormatError
+from ..errors import CorruptBackup, StanzaError, UnsupportedRepository
 from ..settings.target import parse_lsn
 from ..store import ObjectInfo, ObjectStore
 from .base import Materialized
@@ -39,7 +39,6 @@ from .pgbackrest_info import (
     IniFile,
     Manifest,
     ManifestFile,
-    UnsupportedRepository,
     parse_archive_info,
     parse_backup_info,
     parse_ini,
@@ -57,10 +56,6 @@ _BACKUP_FILE_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup\Z")
 _WORKERS = 8  # files in flight outside a fetch layer (the default fetch concurrency)
 _STREAM_CHUNK = 1 << 20
 _WHOLE = 4 << 20  # files up to this size are read in one piece and decoded in one call
-
-
-class StanzaError(FormatError):
-    """The repository holds several stanzas (or not the one asked for)."""
 
 
 class PgBackRestFormat:

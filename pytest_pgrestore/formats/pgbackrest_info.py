@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import CorruptBackup, FormatError
+from ..errors import CorruptBackup, FormatError, UnsupportedRepository
 
 __all__ = ["IniFile", "parse_ini", "BackupEntry", "parse_backup_info", "parse_archive_info", "ManifestFile",
            "Manifest", "parse_manifest", "UnsupportedRepository", "COMPRESS_EXT", "SEGMENT_KEY_RE"]
@@ -35,24 +35,6 @@ __all__ = ["IniFile", "parse_ini", "BackupEntry", "parse_backup_info", "parse_ar
 COMPRESS_EXT = {"none": "", "gz": ".gz", "bz2": ".bz2", "lz4": ".lz4", "zst": ".zst"}
 SEGMENT_KEY_RE = re.compile(r"^([0-9A-F]{24})-([0-9a-f]{40})(\.(?:gz|bz2|lz4|zst|xz))?\Z")
 _CIPHER_MAGIC = b"Salted__"  # OpenSSL's header on every aes-256-cbc file pgBackRest writes
-
-
-class UnsupportedRepository(FormatError):
-    """The repository uses a pgBackRest feature the native reader does not implement."""
-
-    @classmethod
-    def encrypted(cls, key: str) -> UnsupportedRepository:
-        return cls(f"pgBackRest repository encryption is not supported: {key} is encrypted (aes-256-cbc)",
-                   checked=f"the first bytes of {key} (OpenSSL 'Salted__' header)",
-                   fix="restore this stanza with `pgbackrest restore` and its repo1-cipher-pass, or drill an "
-                       "unencrypted copy of the repository (repo1-cipher-type=none)")
-
-    @classmethod
-    def block_incremental(cls, labels: list[str]) -> UnsupportedRepository:
-        return cls(f"pgBackRest block incremental backups are not supported: {', '.join(labels)}",
-                   checked="backup-info-repo-size-map in backup.info (written only for repo-block=y backups)",
-                   fix="restore these backups with `pgbackrest restore`, or take the drill's backups with "
-                       "repo1-block=n")
 
 
 @dataclass

@@ -24,7 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import CorruptBackup, FormatError, PgRestoreError, PreflightError, UsageError
+from ..errors import (
+    CorruptBackup,
+    EncryptedWithoutKey,
+    FormatError,
+    PgRestoreError,
+    UnsupportedEncryption,
+    UsageError,
+)
 from ..store import ObjectInfo, ObjectStore
 from .base import Materialized
 from .catalog import Backup, Catalog, WalArchive, WalSegment
@@ -57,14 +64,6 @@ FOREIGN_CRYPTO_VARS = {
     "WALG_ENVELOPE_PGP_YC_CSE_KMS_KEY_ID": "envelope PGP (Yandex KMS)",
     "WALG_CSE_KMS_ID": "AWS KMS client-side encryption", "YC_CSE_KMS_KEY_ID": "Yandex KMS encryption",
 }
-
-
-class EncryptedWithoutKey(FormatError, PreflightError):
-    """An object is encrypted and no libsodium key is configured."""
-
-
-class UnsupportedEncryption(FormatError, PreflightError):
-    """PGP or KMS client-side encryption: refused rather than restored wrongly."""
 
 
 class WalgFormat:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._fmt import human_bytes
-from ..errors import PreflightError
+from ..errors import DiskSpaceError
 from ..formats.catalog import Backup, Catalog
 
 __all__ = [
@@ -39,10 +39,6 @@ __all__ = [
 HEADROOM = 0.10
 _SIZE = re.compile(rb'"Size"\s*:\s*(\d+)')
 _CHUNK = 1 << 20
-
-
-class DiskSpaceError(PreflightError):
-    """Too little free space for the restore: refused before the download."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..errors import PgRestoreError
+from ..errors import NegativeControlFailed, PgRestoreError
 from ..formats.catalog import WalArchive
 from ..formats.wal import parse_segment_name, segno_of
 from ..settings.target import format_lsn, parse_lsn
@@ -41,10 +41,6 @@ __all__ = ["CAUGHT", "NegativeControl", "NegativeControlFailed", "choose_withhel
 
 #: outcomes that show the drill noticed the missing segment
 CAUGHT = (Outcome.ENDED_EARLY, Outcome.TRUNCATED, Outcome.RESTORE_COMMAND_ABORT)
-
-
-class NegativeControlFailed(PgRestoreError):
-    """The restore with a withheld segment was not caught by the verdict."""
 
 
 @dataclass

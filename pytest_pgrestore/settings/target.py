@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
-from ..errors import UsageError
+from ..errors import TargetError
 
 __all__ = ["KINDS", "RestoreTarget", "TargetError", "format_lsn", "parse_lsn"]
 
@@ -53,10 +53,6 @@ _LOOSE_TIME = re.compile(
     r"(\d{4})-?(\d{2})-?(\d{2})(?:[Tt ](\d{2}):?(\d{2})(?::?(\d{2}))?(?:\.(\d+))?)?"
     r"\s*(?:([Zz]|UTC|GMT)|([+-])(\d{2}):?(\d{2})?|([A-Za-z][A-Za-z_/+-]*))?"
 )
-
-
-class TargetError(UsageError):
-    """The restore target text does not follow the grammar."""
 
 
 class _Unrecognized(Exception):

@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from datetime import timezone
 from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
 
-from ..errors import AccessDenied, SourceError, SourceNotFound, SourceUnreachable, UsageError
+from ..errors import (
+    AccessDenied,
+    NotSupported,
+    ObjectChanged,
+    SourceError,
+    SourceNotFound,
+    SourceUnreachable,
+    UsageError,
+)
 from .base import ObjectInfo
 
 if TYPE_CHECKING:
@@ -148,14 +156,6 @@ def _parse_bool(raw: str, name: str) -> bool:
     if raw.lower() in _FALSE:
         return False
     raise UsageError(f"env {name}={raw!r} is not a boolean", fix=f"set {name} to true or false")
-
-
-class ObjectChanged(SourceError):
-    """An object no longer has the ETag it had when the read began (``open_range(etag=...)``)."""
-
-
-class NotSupported(SourceError):
-    """The S3 endpoint does not implement an operation (NotImplemented, 501)."""
 
 
 class S3Store:
