@@ -578,101 +578,141 @@ def _snake(operation: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation).lstrip("_")
 
 
-def _map_error(exc: BaseException, store: S3Store, operation: str, key: str) -> SourceError:
-    """Our error for a botocore failure: what failed, what was checked, how to fix; no secret."""
+@dataclass(frozen=True)
+class _Rule:
+    """One row of :data:`_ERRORS`: our error class and its three parts as ``str.format`` templates.
+
+    The fields a template may use are those :func:`_map_error` fills: ``where`` (s3://bucket/key),
+    ``endpoint`` (with where its URL came from), ``bare_endpoint``, ``bucket``, ``operation``,
+    ``code``, ``status``, ``identity`` (the access key hint and the credentials' source),
+    ``region``, ``region_source``, ``bucket_region``, ``exc_type``, ``detail`` (code and message),
+    ``ca_bundle`` and ``credential_places``.
+    """
+
+    error: type[SourceError]
+    what: str
+    checked: str
+    fix: str | None = None
+
+
+_SIGNED_WITH = "{operation} on {where} with {identity}"
+_NOT_FOUND_BUCKET = _Rule(SourceNotFound, "bucket {bucket!r} does not exist at S3 endpoint {endpoint}",
+                          "{operation} on {where}",
+                          "check the bucket name in the source URL and the endpoint variables (AWS_ENDPOINT_URL...)")
+_NOT_FOUND_KEY = _Rule(SourceNotFound, "object {where} does not exist (endpoint {bare_endpoint})", "{operation}",
+                       "list the source to see which objects the backup holds")
+_TOKEN = _Rule(AccessDenied, "S3 endpoint {endpoint} rejected the session token ({code})", _SIGNED_WITH,
+               "refresh the temporary credentials (AWS_SESSION_TOKEN, SSO login) and re-run")
+_CHANGED = _Rule(ObjectChanged, "{where} changed while it was being read",
+                 "GetObject with If-Match on the ETag seen when the read began",
+                 "something is rewriting the backup; re-run the drill once its writers have finished")
+_REGION = _Rule(SourceError, "bucket {bucket!r} is not in region {region} ({region_source})",
+                "{operation} on {where} at {endpoint}", "set AWS_DEFAULT_REGION to {bucket_region}")
+#: ``_access_denied`` builds these: the IAM action and resource refused depend on the operation.
+_REFUSED = "(refused)"
+
+#: S3 error code (or a pseudo-code of :data:`_NO_ANSWER`, ``5xx``, ``*``) -> our error.
+_ERRORS: dict[str, _Rule | str] = {
+    "(no credentials)": _Rule(
+        AccessDenied, "no AWS credentials found to read {where}", "{credential_places}",
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile with keys"),
+    "(TLS)": _Rule(
+        SourceUnreachable, "TLS handshake with S3 endpoint {endpoint} failed", "certificate against {ca_bundle}",
+        "set AWS_CA_BUNDLE to the PEM file of the CA that signed the endpoint's certificate"),
+    "(no connection)": _Rule(
+        SourceUnreachable, "cannot connect to S3 endpoint {endpoint}",
+        "{operation} on {where}, 3 attempts, connect timeout 5 s",
+        "check the endpoint URL (AWS_ENDPOINT_URL) and that the server is up and reachable from here"),
+    "(connection lost)": _Rule(
+        SourceUnreachable, "connection to S3 endpoint {endpoint} failed during {operation} on {where}: {exc_type}",
+        "read timeout 60 s", "check the network and the server's health; re-run the drill"),
+    "NoSuchBucket": _NOT_FOUND_BUCKET,
+    "NoSuchKey": _NOT_FOUND_KEY,
+    "404": _NOT_FOUND_KEY,
+    "InvalidAccessKeyId": _Rule(
+        AccessDenied, "S3 endpoint {endpoint} does not know the access key id: credentials are wrong", _SIGNED_WITH,
+        "use an access key id issued for this endpoint (AWS_ACCESS_KEY_ID or the profile's)"),
+    "SignatureDoesNotMatch": _Rule(
+        AccessDenied, "S3 endpoint {endpoint} rejected the request signature: the secret key is wrong", _SIGNED_WITH,
+        "set the secret that belongs to this access key id (AWS_SECRET_ACCESS_KEY or the profile's)"),
+    "ExpiredToken": _TOKEN,
+    "TokenRefreshRequired": _TOKEN,
+    "InvalidToken": _TOKEN,
+    "AccessDenied": _REFUSED,
+    "403": _REFUSED,
+    "AllAccessDisabled": _REFUSED,
+    "PreconditionFailed": _CHANGED,
+    "412": _CHANGED,
+    "PermanentRedirect": _REGION,
+    "AuthorizationHeaderMalformed": _REGION,
+    "301": _REGION,
+    "IllegalLocationConstraintException": _REGION,
+    "5xx": _Rule(SourceUnreachable, "S3 endpoint {endpoint} answered {status} {code} to {operation} on {where}",
+                 "3 attempts with backoff", "check the server's health and logs; re-run the drill"),
+    "*": _Rule(SourceError, "{operation} on {where} failed: {detail}", "endpoint {endpoint}"),
+}
+
+
+def _no_answer(exc: BaseException) -> str | None:
+    """The pseudo-code in :data:`_ERRORS` of a failure that never reached an S3 answer (first match
+    wins: botocore's SSLError is also a ConnectionError); None for an S3 error response."""
     from botocore import exceptions as bx
 
-    where = f"s3://{store.bucket}/{key}"
-    endpoint = f"{store.endpoint} ({store.settings.endpoint_url.source})"
-    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
-        return AccessDenied(
-            f"no AWS credentials found to read {where}",
-            checked=_credential_places(),
-            fix="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile with keys",
-        )
-    if isinstance(exc, bx.SSLError):
-        return SourceUnreachable(
-            f"TLS handshake with S3 endpoint {endpoint} failed",
-            checked=f"certificate against {store.settings.ca_bundle}",
-            fix="set AWS_CA_BUNDLE to the PEM file of the CA that signed the endpoint's certificate",
-        )
-    if isinstance(exc, bx.ConnectionError):
-        return SourceUnreachable(
-            f"cannot connect to S3 endpoint {endpoint}",
-            checked=f"{operation} on {where}, 3 attempts, connect timeout 5 s",
-            fix="check the endpoint URL (AWS_ENDPOINT_URL) and that the server is up and reachable from here",
-        )
-    if isinstance(exc, (bx.HTTPClientError, bx.IncompleteReadError, OSError)):
-        return SourceUnreachable(
-            f"connection to S3 endpoint {endpoint} failed during {operation} on {where}: {type(exc).__name__}",
-            checked="read timeout 60 s",
-            fix="check the network and the server's health; re-run the drill",
-        )
-    code = _error_code(exc) or "?"
-    status = _http_status(exc)
-    hint = f"access key id {store._key_hint}..." if store._key_hint else "no access key id"
-    identity = f"{hint} ({store.settings.credentials_source})"
-    if code == "NoSuchBucket":
-        return SourceNotFound(
-            f"bucket {store.bucket!r} does not exist at S3 endpoint {endpoint}",
-            checked=f"{operation} on {where}",
-            fix="check the bucket name in the source URL and the endpoint variables (AWS_ENDPOINT_URL...)",
-        )
-    if code in ("NoSuchKey", "404"):
-        return SourceNotFound(
-            f"object {where} does not exist (endpoint {store.endpoint})",
-            checked=operation,
-            fix="list the source to see which objects the backup holds",
-        )
-    if code == "InvalidAccessKeyId":
-        return AccessDenied(
-            f"S3 endpoint {endpoint} does not know the access key id: credentials are wrong",
-            checked=f"{operation} on {where} with {identity}",
-            fix="use an access key id issued for this endpoint (AWS_ACCESS_KEY_ID or the profile's)",
-        )
-    if code == "SignatureDoesNotMatch":
-        return AccessDenied(
-            f"S3 endpoint {endpoint} rejected the request signature: the secret key is wrong",
-            checked=f"{operation} on {where} with {identity}",
-            fix="set the secret that belongs to this access key id (AWS_SECRET_ACCESS_KEY or the profile's)",
-        )
-    if code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken"):
-        return AccessDenied(
-            f"S3 endpoint {endpoint} rejected the session token ({code})",
-            checked=f"{operation} on {where} with {identity}",
-            fix="refresh the temporary credentials (AWS_SESSION_TOKEN, SSO login) and re-run",
-        )
-    if code in ("AccessDenied", "403", "AllAccessDisabled"):
-        return _access_denied(store, operation, key, identity, bare=code == "403")
-    if code in ("PreconditionFailed", "412"):
-        return ObjectChanged(
-            f"{where} changed while it was being read",
-            checked="GetObject with If-Match on the ETag seen when the read began",
-            fix="something is rewriting the backup; re-run the drill once its writers have finished",
-        )
-    if code in (
-        "PermanentRedirect",
-        "AuthorizationHeaderMalformed",
-        "301",
-        "IllegalLocationConstraintException",
-    ):
-        headers = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
-        region = headers.get("x-amz-bucket-region", "the bucket's region")
-        return SourceError(
-            f"bucket {store.bucket!r} is not in region {store._region.value} ({store._region.source})",
-            checked=f"{operation} on {where} at {endpoint}",
-            fix=f"set AWS_DEFAULT_REGION to {region}",
-        )
-    if status is not None and status >= 500:
-        return SourceUnreachable(
-            f"S3 endpoint {endpoint} answered {status} {code} to {operation} on {where}",
-            checked="3 attempts with backoff",
-            fix="check the server's health and logs; re-run the drill",
-        )
-    message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
-    return SourceError(
-        f"{operation} on {where} failed: {code} {message}".rstrip(), checked=f"endpoint {endpoint}"
+    kinds: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+        ((bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError), "(no credentials)"),
+        ((bx.SSLError,), "(TLS)"),
+        ((bx.ConnectionError,), "(no connection)"),
+        ((bx.HTTPClientError, bx.IncompleteReadError, OSError), "(connection lost)"),
     )
+    return next((pseudo for classes, pseudo in kinds if isinstance(exc, classes)), None)
+
+
+class _Fields(dict):
+    """The fields of a :class:`_Rule`'s templates, each computed when a template uses it."""
+
+    def __getitem__(self, name: str) -> Any:
+        return super().__getitem__(name)()
+
+
+def _map_error(exc: BaseException, store: S3Store, operation: str, key: str) -> SourceError:
+    """Our error for a botocore failure: what failed, what was checked, how to fix; no secret.
+
+    The row of :data:`_ERRORS` for the failure (its pseudo-code if S3 never answered, else the
+    error code S3 answered), else ``5xx`` for a server error, else ``*``.
+    """
+    code = _no_answer(exc)
+    status = None
+    if code is None:
+        code, status = _error_code(exc) or "?", _http_status(exc)
+    rule = _ERRORS.get(code) or _ERRORS["5xx" if status is not None and status >= 500 else "*"]
+
+    def identity() -> str:
+        hint = f"access key id {store._key_hint}..." if store._key_hint else "no access key id"
+        return f"{hint} ({store.settings.credentials_source})"
+
+    if isinstance(rule, str):  # _REFUSED
+        return _access_denied(store, operation, key, identity(), bare=code == "403")
+    response = lambda: getattr(exc, "response", {})  # noqa: E731
+    fields = _Fields(
+        where=lambda: f"s3://{store.bucket}/{key}",
+        endpoint=lambda: f"{store.endpoint} ({store.settings.endpoint_url.source})",
+        bare_endpoint=lambda: store.endpoint,
+        bucket=lambda: store.bucket,
+        operation=lambda: operation,
+        code=lambda: code,
+        status=lambda: status,
+        identity=identity,
+        region=lambda: store._region.value,
+        region_source=lambda: store._region.source,
+        bucket_region=lambda: response().get("ResponseMetadata", {}).get("HTTPHeaders", {}).get(
+            "x-amz-bucket-region", "the bucket's region"),
+        exc_type=lambda: type(exc).__name__,
+        detail=lambda: f"{code} {response().get('Error', {}).get('Message', '')}".rstrip(),
+        ca_bundle=lambda: store.settings.ca_bundle,
+        credential_places=_credential_places,
+    )
+    return rule.error(rule.what.format_map(fields), checked=rule.checked.format_map(fields),
+                      fix=rule.fix.format_map(fields) if rule.fix else None)
 
 
 def _access_denied(store: S3Store, operation: str, key: str, identity: str, *, bare: bool) -> AccessDenied:
