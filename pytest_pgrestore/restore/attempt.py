@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 from .. import _faults
 from ..errors import PgRestoreError, RestoreFailed
-from ..runtimes.binaries import PgBinaries, find_binaries
-from ..runtimes.local import LocalRuntime, server_owner
+from ..runtimes import choose
+from ..runtimes.base import Binaries, Runtime
 from ..settings.target import format_lsn
 from ..signals import deferred_interrupts
 from . import measure
@@ -28,7 +28,7 @@ from .recover import (
     write_config,
 )
 from .result import Attempt, Outcome, RestoreResult
-from .rundir import RunDir, free_port, port_is_free
+from .rundir import RunDir, port_is_free
 from .spool import HEAD_START_SEGMENTS, WalSpool, write_wrapper
 from .verdict import decide
 
@@ -47,9 +47,10 @@ class RestoreAttempt:
         self.rundir: RunDir | None = None
         self.server = None
         self.spool: WalSpool | None = None
-        self.docker = None  # a DockerRuntime once --restore-runtime docker/auto chose it
-        self._runtime_chosen = self.settings.runtime == "local"
-        self.owner = server_owner() if self._runtime_chosen else None
+        # where the server runs: chosen now when the choice needs nothing of the backup, else by
+        # _binaries once the backup's major version is known
+        self.runtime: Runtime | None = choose(self.settings, None, evidence=result.evidence)
+        self.owner = self.runtime.owner if self.runtime is not None else None
 
     # -- the happy path, step by step -----------------------------------------------------
     def run(self) -> RestoredInstance:
@@ -68,9 +69,8 @@ class RestoreAttempt:
                                             pgdata=self.pgdata)
                 _faults.point("attempt.rundir")
             result.evidence["run_dir"] = str(self.rundir.path)
-            if self.docker is not None:
-                self.docker.attach(self.rundir, port=self.port or free_port())
-            if self._runtime_chosen:  # the spool's owner is known: replay's first WAL arrives with the backup
+            if self.runtime is not None:  # the spool's owner is known: replay's first WAL arrives with the backup
+                self.runtime.attach(self.rundir, port=self.port)
                 self._start_spool(early=True)
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
@@ -84,36 +84,16 @@ class RestoreAttempt:
             self.finish(failed=True)
             raise
 
-    def _binaries(self, major: int | None) -> PgBinaries:
-        s = self.settings
-        if not self._runtime_chosen:
-            self._choose_runtime(major)
-        if self.docker is not None:
-            tools = self.docker.binaries(major)
-            self.owner = self.docker.owner
-            if self.rundir is not None and self.docker.run is None:
-                self.docker.attach(self.rundir, port=self.port or free_port())
-            return tools
-        return find_binaries(major, explicit=s.pg_bin, server_uid=self.owner[0] if self.owner else None,
-                             cache_dir=s.workdir / "bin")
+    def _binaries(self, major: int) -> Binaries:
+        if self.runtime is None:
+            self.runtime = choose(self.settings, major, evidence=self.result.evidence)
+        tools = self.runtime.binaries(major)
+        self.owner = self.runtime.owner
+        if self.rundir is not None and self.runtime.run is None:  # chosen after the run dir was made
+            self.runtime.attach(self.rundir, port=self.port)
+        return tools
 
-    def _choose_runtime(self, major: int) -> None:
-        from ..runtimes.docker import DockerRuntime, docker_or_local
-
-        if self.settings.runtime == "docker":
-            self.docker = DockerRuntime(self.settings, evidence=self.result.evidence)
-            why = f"docker: --restore-runtime=docker (from {self.settings.origins.get('runtime', 'default')})"
-        else:
-            self.docker, why = docker_or_local(self.settings, major, evidence=self.result.evidence)
-            if self.docker is None:
-                self.owner = server_owner()
-                if self.rundir is not None:
-                    self.rundir.owner = self.owner
-        log.info("restore runtime %s", why)
-        self.result.evidence["runtime"] = why
-        self._runtime_chosen = True
-
-    def _fetch_and_verify(self, bins: PgBinaries | None) -> PgBinaries:
+    def _fetch_and_verify(self, bins: Binaries | None) -> Binaries:
         from .fetch import fetching
 
         fmt, run, result = self.restorer.format(), self.rundir, self.result
@@ -161,17 +141,16 @@ class RestoreAttempt:
             if watch is not None:
                 watch.close()
 
-    def _start(self, bins: PgBinaries):
+    def _start(self, bins: Binaries):
         run, plan = self.rundir, self.plan
         with self.clock("prepare"):
             control = control_data(bins, run.pgdata)
             self.result.evidence["preload"] = describe_preload(run.pgdata, self.settings.preload)
             self.result.evidence["kept_from_production"] = quarantine(run.pgdata, run.path / "evidence")
             socket_dir = run.socket_dir()
-            port = self.docker.port if self.docker else self.port or free_port()
+            port = self.runtime.listen_port()
             wrapper = write_wrapper(run.path / "restore_wal.sh", run.spool, os.getpid(),
-                                    max_wait_s=self.settings.timeout,
-                                    heartbeat=self.docker.container().heartbeat_file if self.docker else None)
+                                    max_wait_s=self.settings.timeout, heartbeat=self.runtime.wal_heartbeat())
             settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
                                        restore_command=_restore_command(wrapper),
                                        recovery=plan.recovery, preload=self.settings.preload)
@@ -181,19 +160,19 @@ class RestoreAttempt:
             self._start_spool()
         self.spool.widen()
         cmdline = dict(settings)  # the command line beats every file a hostile PGDATA could carry
-        if self.docker is not None:
-            self.result.evidence["runtime_detail"] = self.docker.describe()
-            history = {f"{tli:08X}.history": key for tli, key in self.catalog.wal.history_keys.items()}
-            self.server = self.docker.start(config_file=conf, settings=cmdline, spool=self.spool,
-                                            extra_wal=history, kept=self.result.evidence["kept_from_production"])
-            self.result.evidence["runtime_detail"] = self.docker.describe()
-        else:
-            self.server = LocalRuntime(bins, owner=self.owner).start(
-                run_dir=run.path, pgdata=run.pgdata, config_file=conf, port=port, log_file=run.log_file,
-                socket_dir=socket_dir, settings=cmdline)
+        history = {f"{tli:08X}.history": key for tli, key in self.catalog.wal.history_keys.items()}
+        self._describe_runtime()  # before the start too: a start that fails still says where it ran
+        self.server = self.runtime.start(config_file=conf, settings=cmdline, socket_dir=socket_dir, spool=self.spool,
+                                         extra_wal=history, kept=self.result.evidence["kept_from_production"])
+        self._describe_runtime()
         if self.restorer.hooks.after_start:
             self.restorer.hooks.after_start(self.server)
         return self.server, socket_dir
+
+    def _describe_runtime(self) -> None:
+        detail = self.runtime.describe()
+        if detail is not None:
+            self.result.evidence["runtime_detail"] = detail
 
     def _decide(self, obs) -> None:
         plan, result = self.plan, self.result
@@ -235,12 +214,11 @@ class RestoreAttempt:
                                         f"and recovery state",
                                 fix=_FIXES.get(verdict.outcome), result=result)
 
-    def _instance(self, bins: PgBinaries, socket_dir) -> RestoredInstance:
+    def _instance(self, bins: Binaries, socket_dir) -> RestoredInstance:
         s = self.settings
-        make = self.docker.instance if self.docker is not None else RestoredInstance
-        inst = make(host=self.server.host, port=self.server.port, user=s.user, dbname=s.dbname,
-                    socket_dir=self.server.socket_dir, version=bins.version, result=self.result,
-                    run_dir=self.rundir.path)
+        inst = self.runtime.instance(host=self.server.host, port=self.server.port, user=s.user, dbname=s.dbname,
+                                     socket_dir=self.server.socket_dir, version=bins.version, result=self.result,
+                                     run_dir=self.rundir.path)
         inst.server = self.server  # checks that need the cluster stopped (pg_checksums) restart it in place
         with inst.admin_connect("template1", autocommit=True) as conn:
             if not conn.execute("select 1 from pg_database where datname = %s", (s.dbname,)).fetchone():
@@ -276,8 +254,8 @@ class RestoreAttempt:
             return
         if keep:
             self.rundir.keep()
-            if self.docker is not None:
-                self.docker.close(keep=True)
+            if self.runtime is not None:
+                self.runtime.close(keep=True)
             self.result.evidence["kept"] = str(self.rundir.path)
             why = "--keep-running" if keep_running else f"--restore-keep={self.settings.keep}"
             log.warning("kept the restored server and %s on purpose (%s): it holds a copy of production data; "
@@ -286,8 +264,8 @@ class RestoreAttempt:
             return
         if self.server is not None:
             self.server.stop()
-        if self.docker is not None:
-            self.docker.close()
+        if self.runtime is not None:
+            self.runtime.close()
         self.rundir.remove(keep_pgdata=not failed)  # a manual restore's PGDATA is the product
         self.rundir = None
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runtimes.docker_sweep import boot_id, process_start
+from ..runtimes.host import boot_id, process_start
 
 log = logging.getLogger(__name__)
 

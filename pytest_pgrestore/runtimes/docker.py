@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import BinariesNotFound, PgRestoreError
 from ..restore.instance import RestoredInstance
+from .base import Runtime
 from .container import HEARTBEAT_TICK, STALE_AFTER, SUPERVISOR, PgContainer, SpoolMirror
 from .docker_image import Image, ImageTools, ImageUnavailable, resolve_image, short_error
 from .docker_server import ContainerInstance, DockerServer, scram_verifier
@@ -57,14 +58,13 @@ def _connect(timeout: float):
     return tc, where
 
 
-class DockerRuntime:
+class DockerRuntime(Runtime):
     """Chooses the image, creates the container, starts postgres in it, removes it."""
 
     name = "docker"
 
     def __init__(self, settings, *, tc=None, where: str | None = None, evidence: dict | None = None) -> None:
-        self.settings = settings
-        self.evidence = evidence if evidence is not None else {}
+        super().__init__(settings, evidence=evidence)
         if tc is None:
             tc, where = _connect(timeout=max(120.0, float(settings.timeout)))
         self.tc, self.where = tc, where
@@ -72,9 +72,7 @@ class DockerRuntime:
         self.removed = sweep_containers(self.client)
         self.image: Image | None = None
         self.tools: ImageTools | None = None
-        self.run = None
         self.mode: str | None = None
-        self.port: int | None = None
         self._container: PgContainer | None = None
         self.server: DockerServer | None = None
 
@@ -102,9 +100,18 @@ class DockerRuntime:
                 f"{mode} transfer, {self.settings.docker_network} network")
 
     # -- the container ----------------------------------------------------------------------------
-    def attach(self, run, *, port: int) -> None:
-        """Bind the runtime to a run dir and the port postgres will listen on."""
-        self.run, self.port = run, port
+    def attach(self, run, *, port: int | None) -> None:
+        """Bind the runtime to a run dir and the port postgres will listen on: picked now when
+        not given, since the container publishes it when it is created."""
+        if port is None:
+            from ..restore.rundir import free_port
+
+            port = free_port()
+        super().attach(run, port=port)
+
+    def wal_heartbeat(self) -> Path:
+        """The harness's pid is not visible in the container: the wrapper watches this file."""
+        return self.container().heartbeat_file
 
     def container(self) -> PgContainer:
         if self._container is None:
@@ -247,8 +254,10 @@ class DockerRuntime:
                              checked="docker network inspect bridge",
                              fix="use --restore-docker-network=host")
 
-    def start(self, *, config_file: Path, settings: dict[str, str], spool, extra_wal: dict[str, str],
-              kept: dict[str, str]) -> DockerServer:
+    def start(self, *, config_file: Path, settings: dict[str, str], socket_dir: Path, spool,
+              extra_wal: dict[str, str], kept: dict[str, str]) -> DockerServer:
+        """Copy mode stages the spool, ``extra_wal`` and what quarantine ``kept`` out first.  The
+        socket directory is the run dir's, as the container mounts it."""
         run, pgc = self.run, self.container()
         hba = run.path / "pg_hba.conf"
         hba.write_text("# pytest-pgrestore: trust only on the private socket; TCP needs the per-run password\n"
@@ -265,10 +274,10 @@ class DockerRuntime:
         host = "127.0.0.1"
         if self.settings.docker_network == "bridge" and not self.where.startswith(("unix:", "the default")):
             host = self.tc.host()
-        socket_dir = str(run.socket_dir())
+        mounted = str(run.socket_dir())
         self.server = DockerServer(pgc, run_dir=run.path, host=host, port=self.port,
-                                   socket_dir=None if pgc.copy else socket_dir, log_file=run.log_file,
-                                   container_socket_dir=socket_dir, evidence=self.evidence,
+                                   socket_dir=None if pgc.copy else mounted, log_file=run.log_file,
+                                   container_socket_dir=mounted, evidence=self.evidence,
                                    binaries=self.tools, admin_user=self.settings.user, pgdata=run.pgdata)
         return self.server
 

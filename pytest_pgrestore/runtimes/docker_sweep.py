@@ -13,28 +13,14 @@ import os
 import time
 from pathlib import Path
 
+from .host import boot_id, process_start
+
 log = logging.getLogger(__name__)
 
 __all__ = ["LABEL", "run_labels", "is_leftover", "sweep_containers", "boot_id", "process_start"]
 
 LABEL = "org.pytest-pgrestore"
 _KEYS = ("run-id", "boot-id", "pid", "pid-start", "started", "expires", "run-dir")
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def run_labels(run_id: str, run_dir: Path, *, lifetime: float) -> dict[str, str]:

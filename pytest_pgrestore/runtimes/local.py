@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .binaries import PgBinaries
+from .base import Runtime
+from .binaries import PgBinaries, find_binaries
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +154,37 @@ class LocalServer:
                              fix="read the server log in the run directory (--restore-keep=on-failure keeps it)")
 
 
-class LocalRuntime:
+class LocalRuntime(Runtime):
+    """A postgres process on this machine, as the server user (``postgres`` when we are root)."""
+
     name = "local"
 
-    def __init__(self, binaries: PgBinaries, *, owner: tuple[int, int] | None) -> None:
-        self.binaries = binaries
-        self.owner = owner
+    def __init__(self, settings, *, evidence: dict | None = None) -> None:
+        super().__init__(settings, evidence=evidence)
+        self._owner = server_owner()
+        self.tools: PgBinaries | None = None
 
-    def start(self, *, run_dir: Path, pgdata: Path, config_file: Path, port: int, log_file: Path,
-              socket_dir: Path, settings: dict[str, str]) -> LocalServer:
+    @property
+    def owner(self) -> tuple[int, int] | None:
+        return self._owner
+
+    def binaries(self, major: int | None) -> PgBinaries:
+        s = self.settings
+        self.tools = find_binaries(major, explicit=s.pg_bin, server_uid=self.owner[0] if self.owner else None,
+                                   cache_dir=s.workdir / "bin")
+        return self.tools
+
+    def attach(self, run, *, port: int | None) -> None:
+        """The run dir's files go to the server user (a run dir made before the choice has none)."""
+        super().attach(run, port=port)
+        run.owner = self.owner
+
+    def start(self, *, config_file: Path, settings: dict[str, str], socket_dir: Path, spool=None,
+              extra_wal: dict[str, str] | None = None, kept: dict[str, str] | None = None) -> LocalServer:
+        """The spool's files are read where they are: ``spool``, ``extra_wal`` and ``kept`` need
+        nothing here."""
+        run, port = self.run, self.listen_port()
+        run_dir, pgdata, log_file = run.path, run.pgdata, run.log_file
         sup = run_dir / "supervisor.sh"
         from ..restore.owner import harness_pid
 
@@ -169,7 +192,7 @@ class LocalRuntime:
         sup.chmod(0o755)
         if self.owner:
             os.chown(sup, *self.owner)
-        argv = ["/bin/sh", str(sup), str(run_dir), str(log_file), str(self.binaries.tool("postgres")), "-D", str(pgdata),
+        argv = ["/bin/sh", str(sup), str(run_dir), str(log_file), str(self.tools.tool("postgres")), "-D", str(pgdata),
                 "-c", f"config_file={config_file}"]
         for name, value in settings.items():
             argv += ["-c", f"{name}={value}"]
@@ -179,7 +202,7 @@ class LocalRuntime:
         launch = dict(args=argv, cwd=run_dir, env=dict(_CLEAN_ENV), start_new_session=True,
                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
         return LocalServer(subprocess.Popen(**launch), run_dir, "127.0.0.1", port, str(socket_dir), pgdata=pgdata,
-                           binaries=self.binaries, owner=self.owner, log_file=log_file, launch=launch)
+                           binaries=self.tools, owner=self.owner, log_file=log_file, launch=launch)
 
 
 def wait_gone(server: LocalServer, timeout: float) -> bool:
