@@ -46,12 +46,20 @@ def _make(cls: type, store: ObjectStore, env, selector: dict[str, str]) -> Backu
 
 
 def get_format(store: ObjectStore, requested: str = "auto", *, env=None,
-               selector: dict[str, str] | None = None) -> BackupFormat:
+               selector: dict[str, str] | None = None, concurrency: int | None = None) -> BackupFormat:
     """The format ``requested`` (or the one whose layout the store holds).
 
-    ``env`` carries the backup tool's own settings (WAL-G's key and concurrency variables) to
-    formats that read them; ``selector`` is the source's ``?stanza=`` / ``?server=`` query.
+    ``env`` carries the backup tool's own settings (WAL-G's key variables) to formats that read
+    them; ``selector`` is the source's ``?stanza=`` / ``?server=`` query; ``concurrency`` is the
+    run's ``--restore-fetch-concurrency`` (objects fetched at once, see ``parallel.fetch_workers``).
     """
+    fmt = _get_format(store, requested, env=env, selector=selector)
+    if concurrency:
+        fmt.concurrency = concurrency  # type: ignore[attr-defined]
+    return fmt
+
+
+def _get_format(store: ObjectStore, requested: str, *, env, selector: dict[str, str] | None) -> BackupFormat:
     registry = _registry()
     selector = dict(selector or {})
     if requested != "auto":

@@ -34,7 +34,7 @@ from ..store import ObjectInfo, ObjectStore
 from .base import Materialized
 from .catalog import Backup, Catalog, WalArchive, WalSegment
 from .codecs import extract_tar, open_decompressed
-from .parallel import run_jobs
+from .parallel import fetch_workers, run_jobs
 from .wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, parse_history, parse_segment_name
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class BarmanFormat:
             parts = info.key[len(self.base):].split("/")
             if len(parts) == 3 and parts[0] == "base":
                 objects.setdefault(parts[1], []).append(info)
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=fetch_workers(self)) as pool:
             texts = dict(zip(infos, pool.map(lambda i: self._read_small(i.key), infos.values()), strict=True))
         backups = []
         for backup_id in sorted(infos):
@@ -262,7 +262,7 @@ class BarmanFormat:
             return counted.count, written
 
         # a damaged tar or Ctrl-C: the other downloads stop at their next read
-        results = run_jobs(job, sorted(tars), workers=4, name="barman-fetch", cancel=cancel)
+        results = run_jobs(job, sorted(tars), workers=fetch_workers(self), name="barman-fetch", cancel=cancel)
         for oid, path in links.items():
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             link = pgdata / "pg_tblspc" / oid

@@ -32,7 +32,7 @@ from ..store import ObjectInfo, ObjectStore
 from .base import Materialized
 from .catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
 from .codecs import extract_tar, open_decompressed, strip_suffix
-from .parallel import run_jobs
+from .parallel import fetch_workers, run_jobs
 from .wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class BaseBackupFormat:
 
         order = sorted(tars, key=lambda f: (not f.startswith("base."), f))
         # Ctrl-C or a failed tar: the other downloads stop at their next read
-        results = run_jobs(job, order, workers=4, name="basebackup-fetch", cancel=cancel)
+        results = run_jobs(job, order, workers=fetch_workers(self), name="basebackup-fetch", cancel=cancel)
         for fname in tars:  # pg_basebackup -Ft sends tablespace_map, not symlinks: link every <oid>.tar
             kind = fname.split(".", 1)[0]
             if kind.isdigit():

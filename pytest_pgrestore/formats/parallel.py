@@ -17,7 +17,21 @@ from typing import TypeVar
 from .. import _faults
 from ..signals import deferred_interrupts
 
-__all__ = ["run_jobs"]
+__all__ = ["run_jobs", "fetch_workers", "DEFAULT_FETCH_CONCURRENCY"]
+
+#: the default of --restore-fetch-concurrency (settings/options.py)
+DEFAULT_FETCH_CONCURRENCY = 8
+
+
+def fetch_workers(fmt) -> int:
+    """How many objects ``fmt`` fetches at once: the run's ``--restore-fetch-concurrency``.
+
+    A materialize runs behind the fetch layer, which carries it (``fmt.store.concurrency``); a
+    catalog read has the format's own copy (``fmt.concurrency``, set by ``get_format``).
+    """
+    return (getattr(fmt.store, "concurrency", None) or getattr(fmt, "concurrency", None)
+            or DEFAULT_FETCH_CONCURRENCY)
+
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

@@ -32,7 +32,7 @@ from ..settings.target import parse_lsn
 from ..store import ObjectInfo, ObjectStore
 from .base import Materialized
 from .catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
-from .parallel import run_jobs
+from .parallel import fetch_workers, run_jobs
 from .pgbackrest_info import (
     COMPRESS_EXT,
     SEGMENT_KEY_RE,
@@ -53,7 +53,6 @@ __all__ = ["PgBackRestFormat", "UnsupportedRepository", "StanzaError"]
 
 _DETECTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store → archive/ listing, used once
 _BACKUP_FILE_RE = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup\Z")
-_WORKERS = 8  # files in flight outside a fetch layer (the default fetch concurrency)
 _STREAM_CHUNK = 1 << 20
 _WHOLE = 4 << 20  # files up to this size are read in one piece and decoded in one call
 
@@ -287,7 +286,7 @@ class PgBackRestFormat:
 
         # files in flight: the run's fetch concurrency (pgbackrest restore's --process-max); on a
         # CPU-bound runner, 8 threads cost more in hand-offs than they gain (bench/README.md)
-        workers = getattr(self.store, "concurrency", None) or _WORKERS
+        workers = fetch_workers(self)
         # a damaged file or Ctrl-C: the other downloads stop at their next read
         results = run_jobs(job, rest, workers=workers, name="pgbackrest-fetch", cancel=cancel)
         results += [job(f) for f in control]  # pg_control last: until then the directory cannot start

@@ -37,6 +37,7 @@ from .base import Materialized
 from .catalog import Backup, Catalog, WalArchive, WalSegment
 from .codecs import _Prefixed, open_codec
 from .crypto import LibsodiumKey, SecretStreamReader
+from .parallel import fetch_workers
 from .wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
 from .walg_layout import (
     BACKUP_NAME_RE,
@@ -74,7 +75,6 @@ class WalgFormat:
     def __init__(self, store: ObjectStore, env: Mapping[str, str] | None = None) -> None:
         self.store = store
         self.env = dict(os.environ if env is None else env)
-        self.concurrency = _positive_int(self.env, "WALG_DOWNLOAD_CONCURRENCY", 10)
         self.block_size = _positive_int(self.env, "WALG_PG_BLOCK_SIZE", 8192)
         self._key: LibsodiumKey | None = None
         self._key_read = False
@@ -124,7 +124,7 @@ class WalgFormat:
         self._refuse_foreign_crypto()
         sentinels, objects = self._base_listing()
         wal = self._wal_listing()
-        with ThreadPoolExecutor(max_workers=min(8, max(1, len(sentinels)))) as pool:
+        with ThreadPoolExecutor(max_workers=min(fetch_workers(self), max(1, len(sentinels)))) as pool:
             loaded = dict(zip(sentinels, pool.map(lambda n: self._load(n, sentinels[n], objects.get(n, {})),
                                                    sentinels), strict=True))
         backups = [b for b in loaded.values() if b is not None]

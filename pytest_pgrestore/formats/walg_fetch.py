@@ -3,8 +3,8 @@
 Order (``internal/backup_fetch_handler.go`` ``deltaFetchRecursionOld``, ``backup.go``
 ``GetFilesToUnwrap``/``GetBaseFilesToUnwrap``): the full backup of the chain first, restricted to
 the files later levels skip or increment; then each delta, its increments applied on top; the
-requested backup's ``part_*``/``copy_*`` tars in parallel (``WALG_DOWNLOAD_CONCURRENCY``), then its
-``backup_label`` tar, and ``pg_control`` last of all.  Tablespace links are rebuilt from the
+requested backup's ``part_*``/``copy_*`` tars in parallel (``--restore-fetch-concurrency``, which
+falls back on ``WALG_DOWNLOAD_CONCURRENCY``), then its ``backup_label`` tar, and ``pg_control`` last of all.  Tablespace links are rebuilt from the
 sentinel's ``Spec`` under the run directory (``setTablespacePaths``), never at the original path.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import CorruptBackup, FormatError, PgRestoreError
 from .base import Materialized
 from .catalog import Backup
-from .parallel import run_jobs
+from .parallel import fetch_workers, run_jobs
 from .walg_layout import tar_kind
 from .walg_tar import LevelFilter, extract_walg_tar, member_key
 
@@ -133,7 +133,7 @@ def _extract_level(fmt, backup: Backup, level: LevelFilter, pgdata: Path, owner,
     def job(fname: str) -> tuple[int, int]:
         return _extract_one(fmt, tars[fname], pgdata, level, owner)
 
-    results = run_jobs(job, concurrent, workers=fmt.concurrency, name="walg-fetch")
+    results = run_jobs(job, concurrent, workers=fetch_workers(fmt), name="walg-fetch")
     if final:  # backup_label/tablespace_map overwrite any stale copy; pg_control is written last
         results += [job(f) for f in label_tars]
         results += [job(f) for f in control]

@@ -49,7 +49,8 @@ class Restorer:
             from ..formats import get_format
 
             self._format = get_format(self.store(), self.settings.format, env=self.settings.env,
-                                      selector=self.settings.require_source().selector)
+                                      selector=self.settings.require_source().selector,
+                                      concurrency=self.settings.fetch_concurrency)
         return self._format
 
     def catalog(self) -> Catalog:

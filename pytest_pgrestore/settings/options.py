@@ -1,8 +1,9 @@
 """Resolve settings and remember where each came from (pure: no pytest, no network).
 
 Precedence, highest first: keyword overrides (marker / fixture factory) > CLI > env > ini >
-WAL-G's own variables (source only) > default.  Each layer is consulted with ``is None``, so an
-empty ``--restore-target=`` is a value (and an error), never a silent fall-through.  Two layers
+WAL-G's own variables (source, fetch concurrency) > default.  Each layer is consulted with
+``is None``, so an empty ``--restore-target=`` is a value (and an error), never a silent
+fall-through.  Two layers
 treat ``""`` as unset on purpose: an empty environment variable (``PGRESTORE_SOURCE= pytest`` is
 how a shell unsets for one command) and an empty ini value (pytest's ``getini`` cannot tell an
 absent string key from an empty one).
@@ -27,6 +28,7 @@ from .target import RestoreTarget
 
 __all__ = [
     "OPTIONS",
+    "WALG_CONCURRENCY_VAR",
     "WALG_SOURCE_VARS",
     "OptionSpec",
     "Settings",
@@ -38,6 +40,8 @@ __all__ = [
 
 #: WAL-G's (and WAL-E's) own variables, consulted for the source after every layer of ours.
 WALG_SOURCE_VARS = ("WALG_S3_PREFIX", "WALE_S3_PREFIX", "WALG_FILE_PREFIX")
+#: WAL-G's own variable, consulted for --restore-fetch-concurrency after every layer of ours.
+WALG_CONCURRENCY_VAR = "WALG_DOWNLOAD_CONCURRENCY"
 SOURCE_SYNTAX = "s3://BUCKET[/PREFIX], file:///ABS/PATH or /ABS/PATH, optionally ?stanza=NAME or ?server=NAME"
 DURATION_SYNTAX = "whole seconds (90) or units d, h, m, s in that order (2d, 1h30m, 90s)"
 _SELECTOR_KEYS = ("stanza", "server")  # pgBackRest stanza, barman server
@@ -539,7 +543,7 @@ OPTIONS += (
                "most ranged parts of a large base-backup object in flight ahead of the reader (once the reader "
                "waits on its one stream: two at first, more each time it waits again), and pgBackRest files "
                "fetched at once; "
-               "1: one plain stream per object"),
+               "1: one plain stream per object; without it, WAL-G's WALG_DOWNLOAD_CONCURRENCY when set"),
     OptionSpec("cache", "off", _parse_cache,
                "keep fetched base-backup objects across runs, keyed by their ETag: off, on (the flag alone: "
                "~/.cache/pytest-pgrestore/backups) or a directory; it holds production data", const="on"),
@@ -663,6 +667,8 @@ def _layers(
     if spec.name == "source":
         for var in WALG_SOURCE_VARS:
             yield f"env {var}", f"env {var}", env.get(var) or None
+    if spec.name == "fetch_concurrency":
+        yield f"env {WALG_CONCURRENCY_VAR}", f"env {WALG_CONCURRENCY_VAR}", env.get(WALG_CONCURRENCY_VAR) or None
 
 
 def resolve_settings(

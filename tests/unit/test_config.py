@@ -634,3 +634,42 @@ def test_require_source_notes_empty_and_unsupported_variables() -> None:
 
 def test_walg_list_is_exported() -> None:
     assert WALG_SOURCE_VARS == ("WALG_S3_PREFIX", "WALE_S3_PREFIX", "WALG_FILE_PREFIX")
+
+
+# --- fetch concurrency: ours, else WAL-G's WALG_DOWNLOAD_CONCURRENCY (issue 17) -----------------
+
+
+def test_fetch_concurrency_precedence_cli_env_ini_walg_default() -> None:
+    cli = {"fetch_concurrency": "2"}
+    env = {"PGRESTORE_FETCH_CONCURRENCY": "3", "WALG_DOWNLOAD_CONCURRENCY": "5"}
+    ini = {"fetch_concurrency": "4"}
+    steps = [
+        ({"cli": cli, "env": env, "ini": ini}, 2, "cli --restore-fetch-concurrency"),
+        ({"env": env, "ini": ini}, 3, "env PGRESTORE_FETCH_CONCURRENCY"),
+        ({"env": {"WALG_DOWNLOAD_CONCURRENCY": "5"}, "ini": ini}, 4, "ini restore_fetch_concurrency"),
+        ({"env": {"WALG_DOWNLOAD_CONCURRENCY": "5"}}, 5, "env WALG_DOWNLOAD_CONCURRENCY"),
+        ({"env": {"WALG_DOWNLOAD_CONCURRENCY": ""}}, 8, "default"),
+        ({}, 8, "default"),
+    ]
+    for layers, value, origin in steps:
+        settings = resolve(**layers)
+        assert (settings.fetch_concurrency, settings.origins["fetch_concurrency"]) == (value, origin), layers
+
+
+def test_fetch_concurrency_from_walg_is_shown_with_its_origin() -> None:
+    lines = resolve(env={"WALG_DOWNLOAD_CONCURRENCY": "3"}).report_lines()
+    assert "restore-fetch-concurrency: 3 (from env WALG_DOWNLOAD_CONCURRENCY)" in lines
+    assert "restore-fetch-concurrency=8" in resolve().report_lines()[-1]
+
+
+@pytest.mark.parametrize("raw", ["0", "-2", "ten", "1.5", "65"])
+def test_bad_walg_download_concurrency_is_refused_naming_the_variable(raw) -> None:
+    with pytest.raises(UsageError) as info:
+        resolve(env={"WALG_DOWNLOAD_CONCURRENCY": raw})
+    assert info.value.what == f"invalid concurrency {raw!r} (from env WALG_DOWNLOAD_CONCURRENCY)"
+    assert "1 to 64" in info.value.checked
+
+
+def test_bad_walg_download_concurrency_is_not_read_when_ours_is_given() -> None:
+    settings = resolve(cli={"fetch_concurrency": "4"}, env={"WALG_DOWNLOAD_CONCURRENCY": "x"})
+    assert settings.fetch_concurrency == 4
