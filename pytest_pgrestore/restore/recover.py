@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,12 +53,8 @@ _CONTROL_PARAMS = {  # pg_controldata line → setting, with our floor
 
 
 def _run_tool(binaries: PgBinaries, name: str, args: list[str], *, timeout: float):
-    """Run a PostgreSQL utility: here, or where ``binaries`` live (a container's ``run``)."""
-    run = getattr(binaries, "run", None)
-    if run is not None:
-        return run(name, args, timeout=timeout)
-    return subprocess.run([str(binaries.tool(name)), *args], capture_output=True, text=True,
-                          env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, timeout=timeout)
+    """Run a PostgreSQL utility where ``binaries`` live (here, or in a container)."""
+    return binaries.run(name, args, timeout=timeout)
 
 
 def control_data(binaries: PgBinaries, pgdata: Path) -> dict[str, str]:
@@ -78,8 +73,7 @@ def control_data(binaries: PgBinaries, pgdata: Path) -> dict[str, str]:
 
 def verify_backup(binaries: PgBinaries, pgdata: Path, manifest: Path) -> str:
     """Check every file against the backup_manifest checksums (WAL is checked by replay)."""
-    has = getattr(binaries, "has", None)
-    if not (has("pg_verifybackup") if has else binaries.tool("pg_verifybackup").exists()):
+    if not binaries.has("pg_verifybackup"):
         return "pg_verifybackup not available: manifest not checked"
     out = _run_tool(binaries, "pg_verifybackup", ["--no-parse-wal", "--manifest-path", str(manifest), str(pgdata)],
                     timeout=3600)

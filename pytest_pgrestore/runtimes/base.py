@@ -39,6 +39,12 @@ class Binaries(Protocol):
 
     def tool(self, name: str) -> Path: ...
 
+    def has(self, name: str) -> bool:
+        """Is the utility there?"""
+
+    def run(self, name: str, args: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """Run a utility where the binaries are (here, or in the container), on the run dir."""
+
 
 class Server(Protocol):
     """What :meth:`Runtime.start` returns (``LocalServer``, ``DockerServer``)."""

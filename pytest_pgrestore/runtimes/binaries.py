@@ -30,6 +30,14 @@ class PgBinaries:
     def tool(self, name: str) -> Path:
         return self.bindir / name
 
+    def has(self, name: str) -> bool:
+        return self.tool(name).exists()
+
+    def run(self, name: str, args: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """A utility that reads the run dir (pg_controldata, pg_verifybackup), run here as we are."""
+        return subprocess.run([str(self.tool(name)), *args], capture_output=True, text=True,
+                              env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"}, timeout=timeout)
+
 
 def binary_version(bindir: Path) -> str | None:
     exe = bindir / "postgres"

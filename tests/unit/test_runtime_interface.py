@@ -7,8 +7,10 @@ import ast
 import inspect
 from pathlib import Path
 
-from pytest_pgrestore.runtimes.base import Runtime, Server
+from pytest_pgrestore.runtimes.base import Binaries, Runtime, Server
+from pytest_pgrestore.runtimes.binaries import PgBinaries
 from pytest_pgrestore.runtimes.docker import DockerRuntime
+from pytest_pgrestore.runtimes.docker_image import Image, ImageTools
 from pytest_pgrestore.runtimes.docker_server import DockerServer
 from pytest_pgrestore.runtimes.local import LocalRuntime, LocalServer
 
@@ -109,3 +111,26 @@ def test_the_attempt_calls_the_runtime_and_chooses_through_the_runtimes_package(
              and node.func.value.attr == "runtime"}
     assert {"binaries", "attach", "listen_port", "wal_heartbeat", "start", "describe", "instance",
             "close"} <= calls
+
+
+def test_every_runtimes_binaries_implement_the_binaries_protocol():
+    """The restore stage runs pg_controldata and pg_verifybackup through them, never asking where."""
+    members = [n for n in dir(Binaries) if not n.startswith("_")]
+    assert {"bindir", "version", "major", "origin", "tool", "has", "run"} <= set(members)
+    image = Image("postgres:15", "sha256:" + "0" * 64, (999, 999), "/usr/bin:/bin", 15)
+    for cls, made in ((PgBinaries, PgBinaries(Path("/nowhere/bin"), "15.1", 15, "test")),
+                      (ImageTools, ImageTools(None, image, 15))):
+        missing = [n for n in members if n not in set(dir(cls)) | set(vars(made))]  # no property is run
+        assert missing == [], (cls, missing)
+        for name in ("tool", "has", "run"):
+            expected = inspect.signature(getattr(Binaries, name)).parameters
+            assert all(p in inspect.signature(getattr(cls, name)).parameters for p in expected), (cls, name)
+
+
+def test_the_restore_stage_does_not_probe_what_its_binaries_can_do():
+    """No getattr(binaries, ...): the Binaries protocol says what every runtime's binaries do."""
+    tree = ast.parse((RESTORE / "recover.py").read_text())
+    probes = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
+              and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+              and isinstance(node.args[0], ast.Name) and node.args[0].id == "binaries"]
+    assert probes == []
