@@ -222,7 +222,7 @@ def _reference(settings, result) -> tuple[datetime, str]:
     """What "fresh" is measured against: the target time, else the last replayed transaction."""
     target = settings.target
     if target.kind == "time":
-        return target.time, f"the restore target {target}"
+        return target.stop_time, f"the restore target {target}"
     if result.last_replay_time:
         return datetime.fromisoformat(result.last_replay_time), "the last transaction replayed"
     if result.backup_stop_time:

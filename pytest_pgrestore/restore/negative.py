@@ -85,7 +85,7 @@ def choose_withheld(plan: Plan, wal: WalArchive, healthy: RestoreResult | None =
     if target.kind == "latest":
         return plan.segments[-1], f"the newest archived segment on timeline {plan.timeline}"
     if target.kind == "lsn":
-        return plan.segments[-1], f"holds the target {format_lsn(target.lsn)}"
+        return plan.segments[-1], f"holds the target {format_lsn(target.stop_lsn)}"
     stopped = _stop_lsn(healthy, target)
     if stopped is not None:
         name = _planned_at(plan, stopped, size) or _planned_at(plan, max(stopped - 1, 0), size)
@@ -95,7 +95,7 @@ def choose_withheld(plan: Plan, wal: WalArchive, healthy: RestoreResult | None =
         for name in plan.segments:
             seg = parse_segment_name(name, size)
             info = wal.segments.get(seg.timeline, {}).get(seg.segno)
-            if info is not None and info.last_modified >= target.time:
+            if info is not None and info.last_modified >= target.stop_time:
                 return name, (
                     f"the first planned segment archived at or after {target} "
                     f"({info.last_modified.isoformat()}): the record that ends recovery is in it or later"

@@ -37,7 +37,7 @@ class Plan:
 def make_plan(catalog: Catalog, target: RestoreTarget, *, timeline: str = "latest",
               inclusive: bool = True, backup: Backup | None = None) -> Plan:
     """Plan a restore of ``target``; ``backup`` forces the backup (retries of xid:/name:)."""
-    if target.tentative and catalog.backup(target.backup) is None:
+    if target.tentative and catalog.backup(target.backup_name) is None:
         _refuse_tentative(target, catalog)  # before "no backup found": a malformed target stays exit 4
     if not catalog.backups:
         raise PreflightError(f"no backup found in {catalog.source}",
@@ -52,7 +52,7 @@ def make_plan(catalog: Catalog, target: RestoreTarget, *, timeline: str = "lates
     _check_range(wal, chosen, tli, target)
     needed = wal.needed_segments(tli, chosen.start_lsn, end)
     _check_gaps(wal, chosen, tli, needed, target)
-    size = wal.segment_size
+    size = _segment_size(wal)
     names = [segment_name(t, s, size) for t, s in needed]
     keys = {segment_name(t, s, size): wal.segments[t][s].key for t, s in needed}
     newest = wal.newest_segno(tli)
@@ -80,9 +80,10 @@ def _candidates(catalog: Catalog, target: RestoreTarget) -> list[Backup]:
     if target.kind in ("latest", "immediate", "xid", "name"):
         return list(reversed(backups))
     if target.kind == "time":
-        fit = [b for b in backups if b.stop_time is not None and b.stop_time <= target.time]
+        fit = [b for b in backups if b.stop_time is not None and b.stop_time <= target.stop_time]
         if not fit:
-            oldest = min((b for b in backups if b.stop_time), key=lambda b: b.stop_time, default=backups[0])
+            ended = [(b.stop_time, b) for b in backups if b.stop_time]
+            oldest = min(ended, key=lambda pair: pair[0])[1] if ended else backups[0]
             raise PreflightError(
                 f"target {target} is before the oldest backup finished ({oldest.name} ended at "
                 f"{_fmt_time(oldest.stop_time)})",
@@ -90,7 +91,7 @@ def _candidates(catalog: Catalog, target: RestoreTarget) -> list[Backup]:
                 fix=f"choose a target at or after {_fmt_time(oldest.stop_time)}; older data is not retained")
         return list(reversed(fit))
     if target.kind == "lsn":
-        fit = [b for b in backups if b.stop_lsn <= target.lsn]
+        fit = [b for b in backups if b.stop_lsn <= target.stop_lsn]
         if not fit:
             raise PreflightError(
                 f"target {target} is before the oldest backup's end ({backups[0].name} is consistent "
@@ -115,9 +116,9 @@ def _refuse_tentative(target: RestoreTarget, catalog: Catalog) -> None:
 
 def _check_pin(backup: Backup, target: RestoreTarget) -> None:
     """A pinned backup must be consistent before a time or LSN target, as a chosen one is."""
-    if target.kind == "time" and backup.stop_time is not None and backup.stop_time > target.time:
+    if target.kind == "time" and backup.stop_time is not None and backup.stop_time > target.stop_time:
         ends = _fmt_time(backup.stop_time)
-    elif target.kind == "lsn" and backup.stop_lsn > target.lsn:
+    elif target.kind == "lsn" and backup.stop_lsn > target.stop_lsn:
         ends = format_lsn(backup.stop_lsn)
     else:
         return
@@ -175,16 +176,15 @@ def _end_lsn(target: RestoreTarget, backup: Backup) -> int | None:
     if target.stops_at_consistency:
         return backup.stop_lsn
     if target.kind == "lsn":
-        return target.lsn
+        return target.stop_lsn
     return None  # replay to the end of the archive
 
 
 def _check_range(wal: WalArchive, backup: Backup, tli: int, target: RestoreTarget) -> None:
     newest = wal.newest_segno(tli)
-    size = wal.segment_size
-    end = (newest + 1) * size if newest is not None else None
+    end = (newest + 1) * _segment_size(wal) if newest is not None else None
     # the target needs a record that starts at or after it, so the archive end itself is past
-    if target.kind == "lsn" and (end is None or target.lsn >= end):
+    if target.kind == "lsn" and (end is None or target.stop_lsn >= end):
         raise PreflightError(
             f"target {target} is past the newest archived WAL on timeline {tli} "
             f"(archive ends at {format_lsn(end) if end else 'nothing archived'})",
@@ -192,7 +192,7 @@ def _check_range(wal: WalArchive, backup: Backup, tli: int, target: RestoreTarge
             fix="choose an LSN inside the archive, or check that archive_command is running")
     if target.kind == "time" and newest is not None:
         last = wal.segments[tli][newest].last_modified
-        if target.time > last + ARCHIVE_END_MARGIN:
+        if target.stop_time > last + ARCHIVE_END_MARGIN:
             raise PreflightError(
                 f"target {target} is past the end of the archive: the newest segment on timeline {tli} "
                 f"was archived at {_fmt_time(last)}",
@@ -200,11 +200,12 @@ def _check_range(wal: WalArchive, backup: Backup, tli: int, target: RestoreTarge
                 fix="choose an earlier time, use `latest`, or check that archive_command is running")
 
 
-def _check_gaps(wal, backup, tli, needed, target) -> None:
+def _check_gaps(wal: WalArchive, backup: Backup, tli: int, needed: list[tuple[int, int]],
+                target: RestoreTarget) -> None:
     missing = wal.missing(needed)
     if not missing:
         return
-    size = wal.segment_size
+    size = _segment_size(wal)
     first = missing[0]
     names = [segment_name(t, s, size) for t, s in missing]
     shown = ", ".join(names[:5]) + (f" … ({len(names)} in all)" if len(names) > 5 else "")
@@ -231,14 +232,21 @@ def _recovery_settings(target: RestoreTarget, tli: str, inclusive: bool) -> dict
     if target.stops_at_consistency:
         settings["recovery_target"] = "immediate"
     elif target.kind == "time":
-        settings.update(recovery_target_time=target.time.isoformat(), recovery_target_inclusive=incl)
+        settings.update(recovery_target_time=target.stop_time.isoformat(), recovery_target_inclusive=incl)
     elif target.kind == "lsn":
-        settings.update(recovery_target_lsn=format_lsn(target.lsn), recovery_target_inclusive=incl)
+        settings.update(recovery_target_lsn=format_lsn(target.stop_lsn), recovery_target_inclusive=incl)
     elif target.kind == "xid":
-        settings.update(recovery_target_xid=str(target.xid), recovery_target_inclusive=incl)
+        settings.update(recovery_target_xid=str(target.stop_xid), recovery_target_inclusive=incl)
     elif target.kind == "name":
-        settings["recovery_target_name"] = target.name
+        settings["recovery_target_name"] = target.stop_name
     return settings
+
+
+def _segment_size(wal: WalArchive) -> int:
+    """Every format sets the size once it lists a segment; needed_segments() asserts it too."""
+    size = wal.segment_size
+    assert size, "segment size unknown"
+    return size
 
 
 def _histories(wal: WalArchive) -> str:

@@ -156,7 +156,7 @@ def decide(obs: Observation, target: RestoreTarget, *, timeline: int, segment_si
     if not f.stopping:
         return Verdict(Outcome.ENDED_EARLY, f"the server promoted without a 'recovery stopping' line for "
                        f"target {target}: the target was not met", None)
-    if target.kind == "time" and obs.last_replay_time and obs.last_replay_time > target.time:
+    if target.kind == "time" and obs.last_replay_time and obs.last_replay_time > target.stop_time:
         return Verdict(Outcome.ENDED_EARLY, f"the last replayed commit ({obs.last_replay_time.isoformat()}) "
                        f"is after the target {target}", f.stopping)
     return Verdict(Outcome.REACHED, f"{f.stopping}; promoted", f.stopping)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 from .._fmt import option_duration
@@ -600,7 +601,7 @@ class Settings:
     def replace(self, origin: str = "keyword", /, **values: object) -> Settings:
         """A copy with ``values`` parsed like any layer; ``None`` keeps the current value."""
         _check_names(values, origin)
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}  # each name's parser returns its field's type (the OPTIONS table)
         origins = dict(self.origins)
         for name, value in values.items():
             if value is not None:
@@ -683,7 +684,7 @@ def resolve_settings(
     (``"target"``); ``env`` is the environment itself (``PGRESTORE_TARGET``, ``WALG_S3_PREFIX``)."""
     overrides = overrides or {}
     _check_names(overrides, override_origin)
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # each spec's parser returns its field's type (the OPTIONS table)
     origins: dict[str, str] = {}
     for spec in OPTIONS:
         layers = _layers(spec, overrides, cli, env, ini, override_origin)
@@ -695,7 +696,7 @@ def resolve_settings(
         else:
             origins[spec.name] = found[0]
             values[spec.name] = spec.parser(found[2], found[1])
-    return Settings(**values, origins=origins, env=dict(env))  # type: ignore[arg-type]
+    return Settings(**values, origins=origins, env=dict(env))
 
 
 def _no_source(env: Mapping[str, str]) -> NoSourceConfigured:

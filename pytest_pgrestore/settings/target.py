@@ -16,6 +16,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 
 from ..errors import TargetError
 
@@ -96,6 +97,32 @@ class RestoreTarget:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown target kind {self.kind!r}")
+        carried = _CARRIES.get(self.kind)
+        if carried is not None and getattr(self, carried) is None:
+            raise ValueError(f"a {self.kind} target needs its {carried}")
+
+    # The value a kind carries, for code that has checked the kind: __post_init__ guarantees it
+    # is set for that kind, so these raise only when asked of another kind (a programming error).
+    @property
+    def stop_time(self) -> datetime:
+        return _carried(self, "time", self.time)
+
+    @property
+    def stop_lsn(self) -> int:
+        return _carried(self, "lsn", self.lsn)
+
+    @property
+    def stop_xid(self) -> int:
+        return _carried(self, "xid", self.xid)
+
+    @property
+    def stop_name(self) -> str:
+        return _carried(self, "name", self.name)
+
+    @property
+    def backup_name(self) -> str:
+        """The backup a ``backup`` target names, or the pin of a pinned one."""
+        return _carried(self, "backup", self.backup)
 
     @classmethod
     def parse(cls, text: str, *, origin: str = "--restore-target") -> RestoreTarget:
@@ -127,11 +154,11 @@ class RestoreTarget:
         if self.kind in _KEYWORDS:
             return self.kind
         if self.kind == "backup":  # a tentative one as written: it may yet turn out to be a typo
-            return self.backup if self.tentative else f"backup:{self.backup}"
+            return self.backup_name if self.tentative else f"backup:{self.backup}"
         if self.kind == "time":
-            body = _format_time(self.time)
+            body = _format_time(self.stop_time)
         elif self.kind == "lsn":
-            body = f"lsn:{format_lsn(self.lsn)}"
+            body = f"lsn:{format_lsn(self.stop_lsn)}"
         else:
             body = f"{self.kind}:{self.xid if self.kind == 'xid' else self.name}"
         return body + (f"{_PIN}{self.backup}" if self.backup else "")
@@ -142,19 +169,28 @@ class RestoreTarget:
         if self.kind in _KEYWORDS:
             return self.kind
         if self.kind == "backup":
-            return f"backup-{_safe(self.backup)}"
+            return f"backup-{_safe(self.backup_name)}"
         if self.kind == "time":
-            body = "time-" + _format_time(self.time.astimezone(timezone.utc)).translate(_COMPACT)
+            body = "time-" + _format_time(self.stop_time.astimezone(timezone.utc)).translate(_COMPACT)
         elif self.kind == "lsn":
-            body = "lsn-" + format_lsn(self.lsn).replace("/", "-")
+            body = "lsn-" + format_lsn(self.stop_lsn).replace("/", "-")
         elif self.kind == "xid":
             body = f"xid-{self.xid}"
         else:
-            body = f"name-{_safe(self.name)}"
+            body = f"name-{_safe(self.stop_name)}"
         return body + (f"-from-{_safe(self.backup)}" if self.backup else "")
 
 
 _COMPACT = str.maketrans("", "", "-:")
+# The field each kind must carry (the keywords carry none; a pin in ``backup`` is optional).
+_CARRIES = {"backup": "backup", "time": "time", "lsn": "lsn", "xid": "xid", "name": "name"}
+_T = TypeVar("_T")
+
+
+def _carried(target: RestoreTarget, kind: str, value: _T | None) -> _T:
+    if value is None:
+        raise ValueError(f"a {target.kind} target carries no {kind}")
+    return value
 
 
 def _safe(text: str) -> str:
