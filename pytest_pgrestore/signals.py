@@ -14,6 +14,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def deferred_interrupts() -> Iterator[None]:
     def hold(signum, frame) -> None:
         caught.append(signum)
 
-    previous = {}
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int] = {}  # keyed as the handler gets it
     for sig in (signal.SIGINT, signal.SIGTERM):
         handler = signal.getsignal(sig)
         if handler not in (signal.SIG_IGN, None):  # ignored stays ignored; None: not set from Python
@@ -74,8 +76,8 @@ def deferred_interrupts() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for held, handler in previous.items():
+            signal.signal(held, handler)
         for signum in dict.fromkeys(caught):
             handler = previous[signum]
             if callable(handler):

@@ -3,19 +3,23 @@ and the ``restore[...]`` items that carry each restore's verdict."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from ..errors import PgRestoreError, RestoreFailed, UsageError
 from ..restore.manager import RestoreManager, key_for
+from ..restore.result import RestoreResult
+from ..settings.options import Settings
 
 RESTORE_FIXTURES = frozenset({"restored_postgres", "restored_db", "restored_db_writable", "restore_result"})
 MARKER = "restore_target"
-_SETTINGS = pytest.StashKey["object"]()
+_SETTINGS = pytest.StashKey[Settings]()
 _MANAGER = pytest.StashKey[RestoreManager]()
-_SIGTERM = pytest.StashKey["object"]()
+_SIGTERM: pytest.StashKey[Callable[[], None] | None] = pytest.StashKey()  # puts the old SIGTERM handler back
 
 
-def settings_for(node: pytest.Item) -> object:
+def settings_for(node: pytest.Item) -> Settings:
     """The effective settings of one test: the closest ``restore_target`` marker wins."""
     settings = node.config.stash[_SETTINGS]
     marker = node.get_closest_marker(MARKER)
@@ -34,7 +38,7 @@ def settings_for(node: pytest.Item) -> object:
 class RestoreItem(pytest.Item):
     """``restore[<target>]``: runs (or reports) one restore and carries its verdict."""
 
-    def __init__(self, *, settings, **kwargs) -> None:
+    def __init__(self, *, settings: Settings, **kwargs) -> None:
         super().__init__(**kwargs)
         self.settings = settings
 
@@ -86,7 +90,7 @@ class NegativeControlItem(RestoreItem):
         self.user_properties.extend(run_negative_control(self.settings, healthy=healthy).properties())
 
 
-def preload_note(result) -> str | None:
+def preload_note(result: RestoreResult) -> str | None:
     """What the quarantine did to shared_preload_libraries, when there is anything to say."""
     preload = result.evidence.get("preload") or {}
     if preload.get("configured") == [] and not preload.get("kept"):

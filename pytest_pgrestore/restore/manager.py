@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Protocol
 
-from .instance import RestoredInstance
+from ..settings.options import Settings
+from .instance import Hooks, RestoredInstance
 from .restorer import Restorer
+from .result import RestoreResult
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,15 @@ class RestoreKey:
         return sha256(text.encode()).hexdigest()[:24]
 
 
-def key_for(settings) -> RestoreKey:
+class Share(Protocol):
+    """Restores shared between processes (the plugin's xdist_share.SharedRestores)."""
+
+    def applies(self, settings: Settings) -> bool: ...
+
+    def ensure(self, settings: Settings, restore_here: Callable[[], RestoredInstance]) -> RestoredInstance: ...
+
+
+def key_for(settings: Settings) -> RestoreKey:
     source = settings.source.describe() if settings.source else "<no source>"
     return RestoreKey(source, str(settings.target), settings.format, user=settings.user,
                       dbname=settings.dbname, preload=tuple(settings.preload))
@@ -57,13 +69,13 @@ class RestoreManager:
     def __init__(self) -> None:
         self._stack = ExitStack()
         self._done: dict[RestoreKey, RestoredInstance | BaseException] = {}
-        self.settings_for: dict[RestoreKey, object] = {}
-        self.results: dict[RestoreKey, object] = {}
+        self.settings_for: dict[RestoreKey, Settings] = {}
+        self.results: dict[RestoreKey, RestoreResult] = {}
         self.want_template = False
         self._clones = 0
-        self.share = None  # a SharedRestores on an xdist worker (xdist_share.register)
+        self.share: Share | None = None  # a SharedRestores on an xdist worker (xdist_share.register)
 
-    def ensure(self, settings, *, hooks=None) -> RestoredInstance:
+    def ensure(self, settings: Settings, *, hooks: Hooks | None = None) -> RestoredInstance:
         """The restored instance for ``settings``; restores on first use, re-raises a failure."""
         key = key_for(settings)
         if key not in self._done:
@@ -82,7 +94,7 @@ class RestoreManager:
             raise done
         return done
 
-    def _restore(self, settings, hooks) -> RestoredInstance:
+    def _restore(self, settings: Settings, hooks: Hooks | None) -> RestoredInstance:
         if self.share is not None and self.share.applies(settings):  # xdist: one restore for all workers
             return self.share.ensure(settings, lambda: self._restore_for_all(settings, hooks))
         inst = self._stack.enter_context(Restorer(settings, hooks=hooks).restore())
@@ -91,7 +103,7 @@ class RestoreManager:
         inst.result.evidence.setdefault("sharing", {"mode": "one process", "restores": 1})
         return inst
 
-    def _restore_for_all(self, settings, hooks) -> RestoredInstance:
+    def _restore_for_all(self, settings: Settings, hooks: Hooks | None) -> RestoredInstance:
         """The server is handed over to the xdist controller, which stops it at session finish."""
         with Restorer(settings, hooks=hooks).restore(handover=True) as inst:
             if self.want_template:
@@ -103,7 +115,7 @@ class RestoreManager:
         done = self._done.get(key)
         return done if isinstance(done, RestoredInstance) else None
 
-    def failure(self, settings) -> BaseException | None:
+    def failure(self, settings: Settings) -> BaseException | None:
         done = self._done.get(key_for(settings))
         return done if isinstance(done, BaseException) else None
 
