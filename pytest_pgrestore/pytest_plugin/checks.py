@@ -88,14 +88,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = [i for i in items if i not in last] + last
 
 
-class _ReportsOwnErrors:
-    def repr_failure(self, excinfo, style=None):
-        if isinstance(excinfo.value, PgRestoreError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style)
+def _own_error(excinfo: pytest.ExceptionInfo[BaseException]) -> str | None:
+    """Our errors are shown as their message, without a traceback."""
+    return str(excinfo.value) if isinstance(excinfo.value, PgRestoreError) else None
 
 
-class Declaration(_ReportsOwnErrors, pytest.Collector):
+class _ReportsOwnErrors(pytest.Collector):
+    def repr_failure(self, excinfo, style=None):  # Collector's own takes no style: not passed on
+        own = _own_error(excinfo)
+        return own if own is not None else super().repr_failure(excinfo)
+
+
+class Declaration(_ReportsOwnErrors):
     """One declaration: a module's ``PGRESTORE``, or the defaults (``fallback``: only when nothing
     was declared anywhere; collected last, so it knows)."""
 
@@ -124,12 +128,12 @@ class ChecksFile(_ReportsOwnErrors, pytest.File):
         return [_item_class(c).from_parent(self, name=c.name, check=c) for c in checks]
 
 
-def _item_class(check: Check) -> type:
+def _item_class(check: Check) -> type[CheckItem]:
     return HygieneItem if check.family == "hygiene" else RestoredCheckItem
 
 
 # -- items --------------------------------------------------------------------------------
-class CheckItem(_ReportsOwnErrors, pytest.Item):
+class CheckItem(pytest.Item):
     def __init__(self, *, check: Check, **kwargs) -> None:
         super().__init__(**kwargs)
         self.check = check
@@ -138,7 +142,8 @@ class CheckItem(_ReportsOwnErrors, pytest.Item):
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, AssertionError):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style)
+        own = _own_error(excinfo)
+        return own if own is not None else super().repr_failure(excinfo, style)
 
     def reportinfo(self):
         return self.path, 0, f"{self.name} ({self.check.origin})"

@@ -7,6 +7,7 @@ the fixtures only enter a context and yield.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -35,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default = spec.default_text()
         suffix = f" (default: {default}; env {spec.env_var}; ini {spec.ini_key})" if default else \
             f" (env {spec.env_var}; ini {spec.ini_key})"
-        kwargs = {"choices": spec.choices} if spec.choices else {}
+        kwargs: dict[str, Any] = {"choices": spec.choices} if spec.choices else {}
         if spec.default in ("true", "false"):  # a switch: --restore-plan-only alone means true
             kwargs.update(nargs="?", const="true")
         if spec.const is not None:  # may stand alone: --restore-checks means all
@@ -88,7 +89,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if settings.runtime != "local":  # which runtime, and why (docker is imported only then)
         from ..runtimes.docker import runtime_report
 
-        lines.append(runtime_report(settings))
+        header = runtime_report(settings)  # None only for the local runtime
+        if header is not None:
+            lines.append(header)
     return [f"pgrestore: {line}" for line in lines]
 
 

@@ -129,7 +129,7 @@ class EvidencePlugin:
         if not self.records and not self._wants_output():
             return
         self.doc = self._document(status)
-        self._write_outputs()
+        self._write_outputs(self.doc)
 
     def _wants_output(self) -> bool:
         s = self.settings
@@ -157,10 +157,10 @@ class EvidencePlugin:
         return evidence.document(restores, started_at=self.started_at, exit_status=status, env=self.env,
                                  runbook_url=self.settings.runbook_url)
 
-    def _write_outputs(self) -> None:
+    def _write_outputs(self, doc: dict[str, Any]) -> None:
         from ..evidence import alert
 
-        s, doc = self.settings, self.doc
+        s = self.settings
         if s.alert_webhook or s.alert_pagerduty:
             doc["run"]["alerts"] = alert.send_alerts(doc, s, self.env)
             for a in doc["run"]["alerts"]:

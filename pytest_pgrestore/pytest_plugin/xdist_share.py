@@ -36,8 +36,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from ..restore.instance import RestoredInstance
+from ..restore.manager import RestoreKey, RestoreManager, key_for
+from ..restore.result import RestoreResult
+from ..settings.options import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +71,12 @@ class SharedRestores:
         self.dir, self.controller_pid, self.worker = directory, controller_pid, worker
         self._servers: list = []  # the runtime objects of restores made here (kept referenced)
 
-    def applies(self, settings) -> bool:
+    def applies(self, settings: Settings) -> bool:
         return settings.runtime == "local"
 
-    def ensure(self, settings, restore_here: Callable[[], object]):
+    def ensure(self, settings: Settings, restore_here: Callable[[], RestoredInstance]) -> RestoredInstance:
         """The shared instance for ``settings``: restored here by the first worker, else attached."""
         from filelock import FileLock
-
-        from ..restore.manager import key_for
 
         key = key_for(settings)
         self.dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -90,12 +94,13 @@ class SharedRestores:
             raise _load(base.with_suffix(".error"))
         return self._attach(state, _load(base.with_suffix(".result")))
 
-    def _restore(self, base: Path, key, settings, restore_here) -> dict:
+    def _restore(self, base: Path, key: RestoreKey, settings: Settings,
+                 restore_here: Callable[[], RestoredInstance]) -> dict:
         from ..restore.owner import owned_by
 
         with base.with_suffix(".restores").open("a") as log_file:
             log_file.write(f"{self.worker} pid {os.getpid()} at {time.time():.3f}\n")
-        state = {"source": key.source, "target": key.target, "format": key.format, "restored_by": self.worker}
+        state: dict[str, Any] = {"source": key.source, "target": key.target, "format": key.format, "restored_by": self.worker}
         try:
             with owned_by(self.controller_pid):
                 inst = restore_here()
@@ -116,9 +121,7 @@ class SharedRestores:
         _write_json(base.with_suffix(".json"), state)
         return state
 
-    def _attach(self, state: dict, result):
-        from ..restore.instance import RestoredInstance
-
+    def _attach(self, state: dict, result: RestoreResult) -> RestoredInstance:
         inst = RestoredInstance(host=state["host"], port=state["port"], user=state["user"], dbname=state["dbname"],
                                 socket_dir=state["socket_dir"], version=state["version"], result=result,
                                 run_dir=Path(state["run_dir"]), password_seed=state["password_seed"])
@@ -128,7 +131,7 @@ class SharedRestores:
 
 # -- controller side ---------------------------------------------------------------------------
 class _Controller:
-    def __init__(self, config: pytest.Config, settings) -> None:
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config, self.settings = config, settings
         self.dir: Path | None = None
 
@@ -168,22 +171,23 @@ class _Controller:
         """Stop every shared server and remove its run dir; then whatever else this controller owns."""
         from ..restore.rundir import RunDir, list_run_dirs
 
-        if not self.dir.is_dir():
+        share = self.dir
+        if share is None or not share.is_dir():
             return  # no worker restored anything
         kept = set()
-        for path in sorted(self.dir.glob("*.json")):
+        for path in sorted(share.glob("*.json")):
             state = _read_json(path) or {}
             if state.get("run_dir") and state.get("keep") == "always":
                 RunDir(Path(state["run_dir"]), None).keep()
                 kept.add(state["run_dir"])
                 log.warning("kept the shared restored server in %s on purpose (--restore-keep=always): it holds "
                             "a copy of production data; delete it when done", state["run_dir"])
-        shared = [Path(s["run_dir"]) for s in map(_read_json, self.dir.glob("*.json")) if s and s.get("run_dir")]
+        shared = [Path(s["run_dir"]) for s in map(_read_json, share.glob("*.json")) if s and s.get("run_dir")]
         for run_dir in dict.fromkeys([*shared, *list_run_dirs(self.settings.workdir)]):
             record = _read_json(run_dir / "run.json") or {}
             if record.get("pid") == os.getpid() and str(run_dir) not in kept and not (run_dir / "keep").exists():
                 stop_run(run_dir)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(share, ignore_errors=True)
 
 
 def stop_run(run_dir: Path, *, timeout: float = 30.0) -> None:
@@ -223,7 +227,7 @@ def _make_dir(workdir: Path) -> Path:
 
 
 # -- wiring ---------------------------------------------------------------------------------------
-def register(config: pytest.Config, manager, settings) -> None:
+def register(config: pytest.Config, manager: RestoreManager, settings: Settings) -> None:
     """On the xdist controller: hand the share dir to the workers; on a worker: share restores."""
     inputs = getattr(config, "workerinput", None)
     if inputs is not None:
