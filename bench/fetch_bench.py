@@ -115,8 +115,8 @@ def ours(fmt_obj, backup, dest: Path, concurrency: int) -> None:
 
     settings = SimpleNamespace(fetch_concurrency=concurrency, cache=None, progress="off")
     result = SimpleNamespace(evidence={})
-    with fetching(fmt_obj, settings, result, backup=backup):
-        fmt_obj.materialize(backup, dest / "pgdata", dest, owner=None)
+    with fetching(fmt_obj, settings, result, backup=backup) as reading:
+        reading.materialize(backup, dest / "pgdata", dest, owner=None)
 
 
 def backup_objects(fmt: str, fmt_obj, backup) -> list[tuple[str, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -9,7 +10,7 @@ from typing import BinaryIO, Protocol
 from ..store import ObjectStore
 from .catalog import Backup, Catalog
 
-__all__ = ["BackupFormat", "Materialized"]
+__all__ = ["BackupFormat", "Materialized", "reading_through"]
 
 
 @dataclass
@@ -37,3 +38,12 @@ class BackupFormat(Protocol):
 
     def open_wal(self, key: str) -> BinaryIO:
         """A decoded (decompressed, decrypted) stream of one archived WAL object."""
+
+
+def reading_through(fmt: BackupFormat, store: ObjectStore) -> BackupFormat:
+    """A copy of ``fmt`` that reads through ``store`` (the fetch layer over its own store, or a
+    spool's private reader); ``fmt`` itself is never re-pointed, so no other reader of it — a
+    catalog listing, the WAL spool — finds its store swapped in the middle of a download."""
+    clone = copy.copy(fmt)
+    clone.store = store  # type: ignore[misc]  # formats keep their store in a plain attribute
+    return clone

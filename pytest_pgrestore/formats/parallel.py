@@ -24,13 +24,9 @@ DEFAULT_FETCH_CONCURRENCY = 8
 
 
 def fetch_workers(fmt) -> int:
-    """How many objects ``fmt`` fetches at once: the run's ``--restore-fetch-concurrency``.
-
-    A materialize runs behind the fetch layer, which carries it (``fmt.store.concurrency``); a
-    catalog read has the format's own copy (``fmt.concurrency``, set by ``get_format``).
-    """
-    return (getattr(fmt.store, "concurrency", None) or getattr(fmt, "concurrency", None)
-            or DEFAULT_FETCH_CONCURRENCY)
+    """How many objects ``fmt`` fetches at once: the run's ``--restore-fetch-concurrency``
+    (``fmt.concurrency``, set by ``get_format``)."""
+    return getattr(fmt, "concurrency", None) or DEFAULT_FETCH_CONCURRENCY
 
 
 Item = TypeVar("Item")

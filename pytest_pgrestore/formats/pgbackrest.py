@@ -44,7 +44,7 @@ from .pgbackrest_info import (
     parse_ini,
     parse_manifest,
 )
-from .pgbackrest_io import WHOLE_CODECS, decode_whole, open_codec, reroot
+from .pgbackrest_io import WHOLE_CODECS, decode_whole, open_codec
 from .wal import HISTORY_RE, infer_segment_size, parse_history, parse_segment_name
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class PgBackRestFormat:
             return None
         for info_name, folder in (("backup.info", "backup"), ("archive.info", "archive")):
             if self.store.stat(info_name) is not None:  # the source is <repo>/<folder>/<stanza>
-                self.store, stanza = reroot(self.store, 2)
+                self.store, stanza = self.store.parent(2)
                 if self.stanza not in (None, stanza):
                     raise StanzaError(f"?stanza={self.stanza} does not match the source folder "
                                       f"{folder}/{stanza}", checked=f"{info_name} at the root of the source",

@@ -6,9 +6,8 @@ import io
 from typing import BinaryIO
 
 from ..errors import FormatError
-from ..store import ObjectStore
 
-__all__ = ["open_codec", "decode_whole", "WHOLE_CODECS", "reroot"]
+__all__ = ["open_codec", "decode_whole", "WHOLE_CODECS"]
 
 #: the codecs :func:`decode_whole` decodes
 WHOLE_CODECS = frozenset({"none", "lz4", "zst", "gz", "bz2"})
@@ -107,25 +106,3 @@ def decode_whole(data: bytes, codec: str, limit: int) -> bytes:
         raise ValueError(f"the {codec} stream ends early ({len(data)} bytes read)")
     return out
 
-
-def reroot(store: ObjectStore, levels: int) -> tuple[ObjectStore, str]:
-    """The same store ``levels`` folders up, and the name of the folder the source pointed at.
-
-    Used when a source points straight at ``<repo>/backup/<stanza>``: its WAL lives in a sibling.
-    """
-    from ..store.local import LocalStore
-
-    if isinstance(store, LocalStore):
-        root = store.root
-        return LocalStore(root.parents[levels - 1]), root.name
-    from ..store.s3 import S3Store
-
-    if isinstance(store, S3Store):
-        parts = store.prefix.strip("/").split("/")
-        if len(parts) < levels:
-            raise FormatError(f"{store.description} has no parent folder {levels} levels up",
-                              fix="point the source at the repository root")
-        parent = "/".join(parts[:-levels])
-        return S3Store(store.bucket, parent, settings=store.settings), parts[-1]
-    raise FormatError(f"cannot reach the parent folder of {store.description}",
-                      fix="point the source at the repository root")

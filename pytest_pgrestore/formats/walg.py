@@ -393,8 +393,7 @@ def _read_head(raw: BinaryIO, n: int) -> bytes:
 
 
 def _open_range(store: ObjectStore, key: str, n: int) -> BinaryIO:
-    opener = getattr(store, "open_range", None)
-    return opener(key, 0, n) if opener else store.open(key)
+    return store.open_range(key, 0, n)
 
 
 class _Counting:

@@ -98,8 +98,8 @@ class RestoreAttempt:
 
         fmt, run, result = self.restorer.format(), self.rundir, self.result
         with self.clock("fetch"), fetching(fmt, self.settings, result, backup=self.plan.backup,
-                                           progress=self._progress()):
-            mat = fmt.materialize(self.plan.backup, run.pgdata, run.path, owner=self.owner)
+                                           progress=self._progress()) as reading:
+            mat = reading.materialize(self.plan.backup, run.pgdata, run.path, owner=self.owner)
         result.bytes_fetched += mat.bytes_fetched
         result.evidence["bytes_written"] = mat.bytes_written
         major = int((run.pgdata / "PG_VERSION").read_text().split(".")[0])

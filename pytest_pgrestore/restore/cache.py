@@ -46,7 +46,7 @@ def open_cache(settings, store) -> BackupCache | None:
     root = getattr(settings, "cache", None)
     if root is None:
         return None
-    if not callable(getattr(store, "open_part", None)):
+    if not store.remote:
         log.info("--restore-cache: %s is local, nothing to cache", store.description)
         return None
     return BackupCache(Path(root))

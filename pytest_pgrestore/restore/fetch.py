@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..errors import SourceError
+from ..store.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class _Slots:
             self.free += n
 
 
-class FetchLayer:
+class FetchLayer(ObjectStore):
     """An :class:`~pytest_pgrestore.store.ObjectStore` over ``store`` that reads large objects
     with parallel ranged GETs and counts every byte.  Read-only like the store it wraps."""
 
@@ -109,10 +110,11 @@ class FetchLayer:
         self.cache = cache
         self._slots = _Slots(max(1, buffer_bytes // part_size))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fetch-part")
-        self._ranged = callable(getattr(store, "open_part", None))
+        self._ranged = store.remote
+        self.remote = store.remote
 
-    def __getattr__(self, name: str):  # anything else (stat, list, read_tail, bucket, ...) as the store has it
-        return getattr(self.store, name)
+    def parent(self, levels: int) -> tuple[ObjectStore, str]:
+        return self.store.parent(levels)
 
     def list(self, prefix: str = ""):
         return self.store.list(prefix)
@@ -316,20 +318,20 @@ class _PartReader(io.RawIOBase):
 
 # -- the context a materialize runs in --------------------------------------------------------
 @contextmanager
-def fetching(fmt, settings, result, *, backup=None, progress=None) -> Iterator[FetchLayer]:
-    """Wrap ``fmt.store`` in a :class:`FetchLayer` for the block; the stats land in ``result.evidence``."""
+def fetching(fmt, settings, result, *, backup=None, progress=None) -> Iterator:
+    """``fmt`` reading through a :class:`FetchLayer` over its store, for the block: materialize
+    the backup with what this yields.  The stats land in ``result.evidence``."""
+    from ..formats.base import reading_through
     from .cache import open_cache
 
     concurrency = getattr(settings, "fetch_concurrency", None) or DEFAULT_CONCURRENCY
     cache = open_cache(settings, fmt.store)
     layer = FetchLayer(fmt.store, concurrency=concurrency, cache=cache)
-    original, fmt.store = fmt.store, layer
     started = time.monotonic()
     watch = progress.fetch(layer.stats, total=getattr(backup, "stored_bytes", 0) or None) if progress else None
     try:
-        yield layer
+        yield reading_through(fmt, layer)
     finally:
-        fmt.store = original
         layer.stats.seconds = time.monotonic() - started
         if watch is not None:
             watch.close()

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import AccessDenied, SourceError, SourceNotFound
-from .base import ObjectInfo
+from .base import ObjectInfo, ObjectStore
 
 __all__ = ["LocalStore"]
 
 
-class LocalStore:
+class LocalStore(ObjectStore):
     """Read-only view of the files under ``root``."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -31,14 +31,8 @@ class LocalStore:
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
-    def __enter__(self) -> LocalStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        pass
+    def parent(self, levels: int) -> tuple[LocalStore, str]:
+        return LocalStore(self.root.parents[levels - 1]), self.root.name
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every file whose key starts with ``prefix``, recursively, in key order."""

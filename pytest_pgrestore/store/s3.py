@@ -38,7 +38,7 @@ from ..errors import (
     SourceUnreachable,
     UsageError,
 )
-from .base import ObjectInfo
+from .base import ObjectInfo, ObjectStore
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
@@ -158,8 +158,10 @@ def _parse_bool(raw: str, name: str) -> bool:
     raise UsageError(f"env {name}={raw!r} is not a boolean", fix=f"set {name} to true or false")
 
 
-class S3Store:
+class S3Store(ObjectStore):
     """Objects under ``s3://bucket/prefix``; keys are relative to the prefix."""
+
+    remote = True
 
     def __init__(
         self,
@@ -185,11 +187,13 @@ class S3Store:
     def __repr__(self) -> str:
         return f"S3Store({self.description!r})"
 
-    def __enter__(self) -> S3Store:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def parent(self, levels: int) -> tuple[S3Store, str]:
+        parts = self.prefix.strip("/").split("/")
+        if not self.prefix or len(parts) < levels:
+            raise SourceNotFound(f"{self.description} has no parent folder {levels} levels up",
+                                 checked=f"the prefix {self.prefix or '(none)'!r}",
+                                 fix="point the source at the repository root")
+        return S3Store(self.bucket, "/".join(parts[:-levels]), settings=self.settings), parts[-1]
 
     def close(self) -> None:
         if self._lean_get is not None:

@@ -120,3 +120,30 @@ def test_only_the_plugin_imports_pytest():
             if any(n == "pytest" or n.startswith("pytest.") or n.startswith("_pytest") for n in names):
                 offenders.append(str(path.relative_to(PACKAGE)))
     assert offenders == []
+
+
+def test_formats_never_ask_what_kind_of_store_they_read():
+    """One store interface: no getattr/isinstance probes of a store in the formats."""
+    probes = []
+    for path in (PACKAGE / "formats").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("getattr", "isinstance", "hasattr") and node.args
+                    and "store" in ast.unparse(node.args[0])):
+                probes.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert probes == []
+
+
+def test_a_store_with_a_write_method_is_refused():
+    import pytest
+
+    from pytest_pgrestore.store.base import ObjectStore
+    from pytest_pgrestore.store.local import LocalStore
+    from pytest_pgrestore.store.s3 import S3Store
+
+    with pytest.raises(TypeError, match="put_object: a backup store is read-only"):
+        class Writable(LocalStore):  # noqa: F841
+            def put_object(self, key, data):
+                pass
+    for store in (LocalStore, S3Store):
+        assert issubclass(store, ObjectStore) and not getattr(store, "__abstractmethods__", None)
