@@ -154,6 +154,8 @@ def _key_condition(conn, rel: Relation, *, pk=None, where: str | None = None, ma
                                     found=f"{len(values)}: {values!r}")
         match = dict(zip(cols, values, strict=True))
         how = "with primary key "
+    elif not match:  # was a TypeError on iterating None
+        raise TypeError("give pk=, where= or column=value to find the row by")
     else:
         how = "where "
     cond = sql.SQL(" and ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in match)
@@ -185,6 +187,7 @@ def assert_row_count(conn, table: str, *, at_least: int | None = None, exactly: 
         if n != exactly:
             raise ExpectationFailed(f"table {rel}", expected=f"exactly {exactly} rows", found=str(n))
         return n
+    assert at_least is not None  # exactly one of the two is given (checked above)
     n = _count(conn, rel, limit=at_least)
     if n < at_least:
         raise ExpectationFailed(f"table {rel}", expected=f"at least {at_least} rows", found=str(n))

@@ -20,8 +20,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckSkipped
+from ..restore.instance import RestoredInstance
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ class Report:
         return "\n".join(lines)
 
 
-def _databases(inst, wanted: list[str] | None = None) -> list[str]:
+def _databases(inst: RestoredInstance, wanted: list[str] | None = None) -> list[str]:
     """Every database that accepts connections (not the plugin's own copies), or ``wanted``."""
     with inst.admin_connect("template1", autocommit=True) as conn:
         names = [r[0] for r in conn.execute("select datname from pg_database where datallowconn order by 1")]
@@ -87,7 +92,7 @@ def _error(exc: BaseException) -> str:
 
 
 @contextmanager
-def _amcheck(inst, db: str, need: str) -> Iterator[tuple[object, str]]:
+def _amcheck(inst: RestoredInstance, db: str, need: str) -> Iterator[tuple[psycopg.Connection[Any], str]]:
     """(connection, schema of amcheck's functions) in a transaction rolled back at the end."""
     from psycopg import sql
 
@@ -128,7 +133,8 @@ select c.oid, format('%I.%I', n.nspname, c.relname), format('%I.%I', tn.nspname,
 """
 
 
-def amcheck_btree(inst, *, databases: list[str] | None = None, heapallindexed_max: int | None = None) -> Report:
+def amcheck_btree(inst: RestoredInstance, *, databases: list[str] | None = None,
+                  heapallindexed_max: int | None = None) -> Report:
     """``bt_index_check`` on every B-tree index; ``heapallindexed`` on tables up to the size given
     (``None``: all, ``0``: none)."""
     import psycopg
@@ -163,7 +169,7 @@ select c.oid, format('%I.%I', n.nspname, c.relname), c.relkind
 """
 
 
-def amcheck_heap(inst, *, databases: list[str] | None = None) -> Report:
+def amcheck_heap(inst: RestoredInstance, *, databases: list[str] | None = None) -> Report:
     """``verify_heapam`` (TOAST checked) on every table, materialized view and TOAST table."""
     import psycopg
     from psycopg import sql
@@ -189,7 +195,7 @@ def amcheck_heap(inst, *, databases: list[str] | None = None) -> Report:
     return report
 
 
-def full_read(inst, *, databases: list[str] | None = None) -> Report:
+def full_read(inst: RestoredInstance, *, databases: list[str] | None = None) -> Report:
     """Read every row of every table and materialized view, TOAST included, as pg_dump would."""
     import psycopg
     from psycopg import sql
@@ -212,10 +218,10 @@ def full_read(inst, *, databases: list[str] | None = None) -> Report:
     return report
 
 
-def verify_checksums(inst, *, timeout: float = 3600.0) -> Report:
+def verify_checksums(inst: RestoredInstance, *, timeout: float = 3600.0) -> Report:
     """``pg_checksums --check`` on the cleanly stopped cluster, then the server is started again."""
     server = getattr(inst, "server", None)
-    if getattr(server, "offline", None) is None:
+    if server is None or getattr(server, "offline", None) is None:
         kind = type(server).__name__ if server is not None else "this"
         raise CheckSkipped(f"pg_checksums --check needs a cleanly stopped cluster, and the {kind} runtime cannot "
                            f"stop and restart its server in place")
@@ -246,7 +252,7 @@ def _relative(path: str, pgdata: str) -> str:
     return path[len(pgdata):].lstrip("/") if path.startswith(pgdata) else path
 
 
-def _relations(inst, paths: list[str], pgdata: str) -> dict[str, tuple[str, str]]:
+def _relations(inst: RestoredInstance, paths: list[str], pgdata: str) -> dict[str, tuple[str, str]]:
     """File paths pg_checksums names → (database, relation), asked of the restarted server."""
     import psycopg
 

@@ -15,6 +15,7 @@ the key, lists what is accepted and says how to fix it.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +54,9 @@ class Check:
 
 def load_pyproject(path: Path) -> Mapping[str, Any] | None:
     """The ``[tool.pgrestore]`` table of ``path``, or None when it has none."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # Python 3.10
         import tomli as tomllib
 
     try:
@@ -143,7 +144,7 @@ def _key_row(row: Mapping[str, Any], origin: str, key: str) -> Check:
                  f"{origin} {key}")
 
 
-def _describe_row(table: str, way: str, value: Any) -> str:
+def _describe_row(table: str | None, way: str, value: Any) -> str:  # no table for way "sql"
     if way == "pk":
         return f"{table} pk={','.join(map(str, value)) if isinstance(value, list) else value}"
     if way == "match":

@@ -75,7 +75,7 @@ def bucket_encryption(store, level: str) -> Verdict:
     rules = config.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
     default = (rules[0].get("ApplyServerSideEncryptionByDefault", {}) if rules else {})
     algorithm = default.get("SSEAlgorithm")
-    found = _SSE_LEVEL.get(algorithm, "none")
+    found = _SSE_LEVEL.get(algorithm or "", "none")
     shown = algorithm + (f" (key {default['KMSMasterKeyID']})" if default.get("KMSMasterKeyID") else "") \
         if algorithm else "no default rule"
     if ENCRYPTION_LEVELS.index(found) < ENCRYPTION_LEVELS.index(level):
@@ -179,7 +179,9 @@ def backup_age(catalog, max_age: float, *, now: datetime | None = None) -> Verdi
         return Verdict(False, "; ".join(result.problems))
     from .._fmt import human_duration
 
-    return Verdict(True, f"the newest backup {result.newest} finished {human_duration(result.newest_age_seconds)} ago")
+    age = result.newest_age_seconds
+    assert age is not None  # with max_age given, check_backups reports a missing age as a problem
+    return Verdict(True, f"the newest backup {result.newest} finished {human_duration(age)} ago")
 
 
 def wal_continuity_check(catalog) -> Verdict:
