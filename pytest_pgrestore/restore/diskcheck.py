@@ -90,7 +90,8 @@ def backup_size(fmt, catalog: Catalog, backup: Backup) -> tuple[int, str]:
 
 
 def _walg_chain_size(catalog: Catalog, backup: Backup) -> tuple[int, str]:
-    total, seen, b = 0, set(), backup
+    total, seen = 0, set()
+    b: Backup | None = backup
     while b is not None and b.name not in seen:
         seen.add(b.name)
         total += b.size or b.stored_bytes

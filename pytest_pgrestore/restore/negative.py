@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from ..errors import NegativeControlFailed, PgRestoreError
 from ..formats.catalog import WalArchive
 from ..formats.wal import parse_segment_name, segno_of
+from ..settings.options import Settings
 from ..settings.target import format_lsn, parse_lsn
 from .instance import Hooks
 from .plan import Plan, make_plan
@@ -88,9 +89,9 @@ def choose_withheld(plan: Plan, wal: WalArchive, healthy: RestoreResult | None =
         return plan.segments[-1], f"holds the target {format_lsn(target.stop_lsn)}"
     stopped = _stop_lsn(healthy, target)
     if stopped is not None:
-        name = _planned_at(plan, stopped, size) or _planned_at(plan, max(stopped - 1, 0), size)
-        if name:
-            return name, f"replay of {target} in this run stopped in it (at {format_lsn(stopped)})"
+        hit = _planned_at(plan, stopped, size) or _planned_at(plan, max(stopped - 1, 0), size)
+        if hit:
+            return hit, f"replay of {target} in this run stopped in it (at {format_lsn(stopped)})"
     if target.kind == "time":
         for name in plan.segments:
             seg = parse_segment_name(name, size)
@@ -114,7 +115,7 @@ def _planned_at(plan: Plan, lsn: int, size: int) -> str | None:
     return next((n for n in plan.segments if parse_segment_name(n, size).segno == segno), None)
 
 
-def run_negative_control(settings, *, healthy: RestoreResult | None = None) -> NegativeControl:
+def run_negative_control(settings: Settings, *, healthy: RestoreResult | None = None) -> NegativeControl:
     """Restore ``settings``'s target with one needed WAL segment withheld; raise
     :class:`NegativeControlFailed` unless the verdict catches it."""
     from ..errors import RestoreFailed

@@ -81,6 +81,8 @@ class Progress:
                       "replay").start()
 
     def write(self, text: str) -> None:
+        if self.fd is None:  # a write failed before: the terminal is gone, the restore goes on
+            return
         try:
             os.write(self.fd, text.encode("utf-8", "replace"))
         except OSError:

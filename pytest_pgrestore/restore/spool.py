@@ -323,12 +323,16 @@ class WalSpool:
                 if refetch:
                     self._delivered.discard(name)
             if refetch:  # replay asked again for a segment it already consumed
-                self._pool.submit(self._deliver, name, self.plan.segment_keys[name])
+                self._started_pool().submit(self._deliver, name, self.plan.segment_keys[name])
             return
         if name in self.stats.on_demand or (self.dir / f"{name}.absent").exists():
             return
         self.stats.on_demand.append(name)
-        self._pool.submit(self._on_demand, name)
+        self._started_pool().submit(self._on_demand, name)
+
+    def _started_pool(self) -> ThreadPoolExecutor:
+        assert self._pool is not None  # start() makes it before the request loop that answers replay
+        return self._pool
 
     def _on_demand(self, name: str) -> None:
         """A name outside the plan (history files, probes past the end): ask the store now."""
