@@ -11,6 +11,7 @@ from ..checks.listing import verify as verify_catalog
 from ..errors import PgRestoreError
 from ..restore.plan import make_plan
 from ..restore.restorer import Restorer
+from ..settings.options import Settings, parse_duration
 from ..settings.target import format_lsn
 from ._common import EXIT_FAILED, EXIT_OK, duration, json_print
 
@@ -25,7 +26,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def cmd_list(args, settings) -> int:
+def cmd_list(args, settings: Settings) -> int:
     catalog = Restorer(settings).catalog()
     if args.json:
         json_print({"source": catalog.source, "format": catalog.format, "backups": [
@@ -42,7 +43,7 @@ def cmd_list(args, settings) -> int:
     return EXIT_OK
 
 
-def cmd_plan(args, settings) -> int:
+def cmd_plan(args, settings: Settings) -> int:
     restorer = Restorer(settings)
     catalog = restorer.catalog()
     p = make_plan(catalog, settings.target, timeline=settings.timeline, inclusive=settings.target_inclusive)
@@ -68,7 +69,7 @@ def cmd_plan(args, settings) -> int:
     return EXIT_OK
 
 
-def cmd_verify(args, settings) -> int:
+def cmd_verify(args, settings: Settings) -> int:
     catalog = Restorer(settings).catalog()
     report = verify_catalog(catalog, min_backups=args.min_backups,
                             max_age=duration(args.max_age, "--max-age"))
@@ -92,7 +93,7 @@ def cmd_verify(args, settings) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
-def cmd_restore(args, settings) -> int:
+def cmd_restore(args, settings: Settings) -> int:
     from pathlib import Path
 
     started = time.monotonic()
@@ -142,14 +143,14 @@ def report_failure(args, exc: PgRestoreError) -> int:
     return EXIT_FAILED
 
 
-def cmd_gate(args, settings) -> int:
+def cmd_gate(args, settings: Settings) -> int:
     """``pgrestore gate``: 0 when a drill of the source passed recently enough, else 1."""
     from ..evidence.gate import decide, evidence_location, load
 
     source = settings.require_source().describe()
     where = evidence_location(args.evidence, source=source)
     docs, problems = load(where, env=settings.env)
-    result = decide(docs, source=source, max_age=duration(args.max_age, "--max-age"),
+    result = decide(docs, source=source, max_age=parse_duration(args.max_age, origin="--max-age"),  # required
                     target_kinds=args.target_kind or (), max_rto=duration(args.max_rto, "--max-rto"),
                     max_rpo=duration(args.max_rpo, "--max-rpo"))
     if not docs:

@@ -104,7 +104,8 @@ def decide(docs: Iterable[Evidence], *, source: str, max_age: float, now: dateti
         seen = ", ".join(sorted(sources)) or "none"
         return GateResult(False, [f"no drill evidence for {want} (sources in the evidence: {seen})"])
     result = GateResult(True)
-    for kind in list(target_kinds) or [None]:
+    kinds: list[str | None] = [*target_kinds] or [None]  # None: any kind
+    for kind in kinds:
         matching = [(ev, rec) for ev, rec in found if kind is None or (rec.get("target") or {}).get("kind") == kind]
         what = f"{want}" + (f" (target kind {kind})" if kind else "")
         if not matching:

@@ -37,7 +37,7 @@ _NOT_SECRET = {"AWS_ACCESS_KEY_ID"}  # an identifier, not a secret; shown by AWS
 
 def budget_violations(result, settings) -> list[str]:
     """Messages for each exceeded ``--restore-max-rto`` / ``--restore-max-rpo``, with the value."""
-    out = []
+    out: list[str] = []
     if result is None or not getattr(result, "ok", False):
         return out
     max_rto, max_rpo = getattr(settings, "max_rto", None), getattr(settings, "max_rpo", None)
@@ -62,7 +62,7 @@ def budget_violations(result, settings) -> list[str]:
 
 def _candidate_time(rec: Mapping[str, Any]) -> str:
     used = rec.get("used")
-    return str(rec.get(used) if used in rec else rec.get("last_commit"))
+    return str(rec.get(used) if used is not None and used in rec else rec.get("last_commit"))
 
 
 def restore_record(label: str, result, settings, *, violations: list[str]) -> dict[str, Any]:
