@@ -119,6 +119,9 @@ def _as_walg(backup, repo: Path, dest: Path, checkout: Path) -> Path:
         raise PgRestoreError("--layout walg needs the repository's tests/walg_writer.py",
                              checked=str(writer_py), fix="run the demo from a clone of the repository")
     spec = importlib.util.spec_from_file_location("pgrestore_walg_writer", writer_py)
+    if spec is None or spec.loader is None:  # a .py path always has a source loader
+        raise PgRestoreError(f"cannot load {writer_py} as a module", checked=str(writer_py),
+                             fix="run the demo from a clone of the repository")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module by name
     spec.loader.exec_module(module)

@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PgRestoreError
 
 if TYPE_CHECKING:
-    from botocore.client import BaseClient
+    # boto3-stubs[s3] (mypy-boto3-s3); without it the client is untyped, never a BaseClient
+    # that would deny it create_bucket and the other generated methods
+    from mypy_boto3_s3 import S3Client
 
 __all__ = ["Credentials", "SeaweedS3", "SeaweedStartError", "UploadStats", "find_weed"]
 
@@ -203,7 +205,7 @@ class SeaweedS3:
 
     def admin_client(
         self, *, max_pool_connections: int = 10, attempts: int = 3, timeout: float = 30
-    ) -> BaseClient:
+    ) -> S3Client:
         import boto3
         from botocore.config import Config
 

@@ -156,10 +156,19 @@ def server_bindir(major: int | None = None) -> Path:
     )
 
 
+def _only_row(cursor: psycopg.Cursor[tuple[Any, ...]]) -> tuple[Any, ...]:
+    row = cursor.fetchone()
+    assert row is not None  # every statement sent through here returns exactly one row
+    return row
+
+
 def _binary_major(bindir: Path) -> int:
     # "postgres (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"; -V is answered before the root check
     out = subprocess.run([str(bindir / "postgres"), "-V"], capture_output=True, text=True, check=True).stdout
-    return int(re.search(r"\(PostgreSQL\) (\d+)", out).group(1))
+    found = re.search(r"\(PostgreSQL\) (\d+)", out)
+    if found is None:
+        raise DemoSourceError(f"cannot read a PostgreSQL major version from {bindir / 'postgres'} -V: {out!r}")
+    return int(found.group(1))
 
 
 def _readable_copy(pginstall: Path) -> Path:
@@ -351,7 +360,7 @@ class SourceCluster:
         return self._conn
 
     def _one(self, query: Any, params: Any = None) -> tuple[Any, ...]:
-        return self._db().execute(query, params).fetchone()
+        return _only_row(self._db().execute(query, params))
 
     def _close_conn(self) -> None:
         if self._conn is not None:
@@ -394,10 +403,10 @@ class SourceCluster:
         self._rows += 1
         insert = sql.SQL("INSERT INTO {} (value) VALUES (%s) RETURNING pg_current_xact_id()::text::bigint")
         with conn.transaction():
-            (xid,) = conn.execute(
+            (xid,) = _only_row(conn.execute(
                 insert.format(ident), [f"row-{self._rows}" if value is None else str(value)]
-            ).fetchone()
-        lsn, at = conn.execute("SELECT pg_current_wal_insert_lsn()::text, clock_timestamp()").fetchone()
+            ))
+        lsn, at = _only_row(conn.execute("SELECT pg_current_wal_insert_lsn()::text, clock_timestamp()"))
         return Commit(int(xid), lsn, at)
 
     def commit_rows(self, n: int, *, table: str = "t", gap: float = 0.06) -> list[Commit]:
@@ -614,7 +623,7 @@ class SourceCluster:
         self, argv: list[Any], *, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         argv = [str(a) for a in argv]
-        as_server = (
+        as_server: dict[str, Any] = (
             {} if self._ids is None else {"user": self._ids[0], "group": self._ids[1], "extra_groups": []}
         )
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}  # no PG* from the caller
