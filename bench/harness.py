@@ -16,6 +16,8 @@ from build import build, log, pgbackrest_config, reuse
 TLS_DIR = "tls"
 RESTORE_IMAGE = "restore-fs.img"
 STAGES = ("fetch", "wal", "replay", "rss", "cache", "xdist")
+#: run only when named (``--only paths``): they write results of their own, not results.json/md
+EXTRA_STAGES = ("paths",)
 
 
 class Bench:
@@ -139,7 +141,8 @@ class Bench:
             getattr(self, f"stage_{stage}")()
             log(f"stage {stage} done in {time.monotonic() - t:.0f} s")
         self.results["seconds"] = round(time.monotonic() - self.started, 1)
-        self.write()
+        if any(stage in STAGES for stage in self.stages()):
+            self.write()  # an extra stage alone leaves the main tables as the other stages wrote them
 
     # -- measuring -------------------------------------------------------------------------
     def timed(self, label: str, fn, *, setup=None, runs: int | None = None) -> float:
@@ -227,6 +230,11 @@ class Bench:
         from replay_bench import run_xdist
 
         run_xdist(self)
+
+    def stage_paths(self) -> None:
+        from paths_bench import run
+
+        run(self)
 
 
 def machine() -> dict:

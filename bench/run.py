@@ -31,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="our fetch concurrency, pgBackRest's --process-max and the ceiling's (default %(default)s)")
     ap.add_argument("--reuse", action="store_true", help="reuse the data a previous run built in --workdir")
     ap.add_argument("--only", default="all",
-                    help="comma-separated stages: fetch, wal, replay, rss, cache, xdist (default: all)")
+                    help="comma-separated stages: fetch, wal, replay, rss, cache, xdist (default: all of "
+                         "these), and paths: the hand-written speed paths against the library "
+                         "(paths_bench.py; only when named, writes results/paths.json and paths.md)")
     ap.add_argument("--restore-fs", choices=("ext4", "workdir"), default="ext4",
                     help="where restores write: a fresh ext4 with a journal on a loop device (default), or the "
                          "work dir's own filesystem")
