@@ -21,7 +21,6 @@ import ast
 import logging
 import os
 import re
-import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -33,8 +32,9 @@ from ..settings.target import parse_lsn
 from ..store import ObjectInfo, ObjectStore
 from .base import Materialized
 from .catalog import Backup, Catalog, WalArchive, WalSegment
-from .codecs import extract_tar, open_decompressed
-from .parallel import fetch_workers, run_jobs
+from .codecs import open_decompressed
+from .parallel import fetch_workers
+from .tar_materialize import TarObject, extract_tars, link_tablespaces
 from .wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, parse_history, parse_segment_name
 
 log = logging.getLogger(__name__)
@@ -249,32 +249,21 @@ class BarmanFormat:
                                 checked="symlinks in the backup's tars (barman-cloud writes none)",
                                 fix="this is not a barman-cloud backup")
 
-        cancel = threading.Event()
-
-        def job(fname: str) -> tuple[int, int]:
+        def dest(fname: str) -> Path:
             kind = _TAR_RE.match(fname).group(1)
-            dest = pgdata if kind == "data" else links.setdefault(kind, ts_root / kind)
-            dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with self.store.open(tars[fname]) as raw:
-                counted = _Counting(raw, cancel)
-                with open_decompressed(counted, tars[fname]) as stream:
-                    written = extract_tar(stream, dest, label=tars[fname], on_symlink=on_symlink, owner=owner)
-            return counted.count, written
+            return pgdata if kind == "data" else links.setdefault(kind, ts_root / kind)
 
         # a damaged tar or Ctrl-C: the other downloads stop at their next read
-        results = run_jobs(job, sorted(tars), workers=fetch_workers(self), name="barman-fetch", cancel=cancel)
-        for oid, path in links.items():
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            link = pgdata / "pg_tblspc" / oid
-            link.parent.mkdir(mode=0o700, exist_ok=True)
-            if not link.is_symlink():
-                os.symlink(path, link)
+        fetched, written = extract_tars(self.store, [TarObject(tars[f], dest(f)) for f in sorted(tars)],
+                                        workers=fetch_workers(self), name="barman-fetch", owner=owner,
+                                        on_symlink=on_symlink)
+        link_tablespaces(pgdata, links)
         for sub in ("pg_wal", "pg_wal/archive_status"):
             (pgdata / sub).mkdir(mode=0o700, exist_ok=True)
             if owner:
                 os.chown(pgdata / sub, *owner)
-        return Materialized(pgdata=pgdata, bytes_fetched=sum(r[0] for r in results),
-                            bytes_written=sum(r[1] for r in results), manifest=None, tablespaces=links)
+        return Materialized(pgdata=pgdata, bytes_fetched=fetched, bytes_written=written, manifest=None,
+                            tablespaces=links)
 
 
 def _tablespaces(text: str | None) -> dict[str, str]:
@@ -288,17 +277,4 @@ def _tablespaces(text: str | None) -> dict[str, str]:
     return {str(item[1]): str(item[2]) for item in items or ()}
 
 
-class _Counting:
-    def __init__(self, raw: BinaryIO, cancel: threading.Event) -> None:
-        self.raw, self.count, self.cancel = raw, 0, cancel
-
-    def read(self, n: int = -1) -> bytes:
-        if self.cancel.is_set():
-            raise InterruptedError("restore cancelled")
-        data = self.raw.read(n)
-        self.count += len(data)
-        return data
-
-    def close(self) -> None:
-        self.raw.close()
 

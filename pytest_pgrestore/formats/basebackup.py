@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import struct
-import threading
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -31,8 +29,9 @@ from ..settings.target import parse_lsn
 from ..store import ObjectInfo, ObjectStore
 from .base import Materialized
 from .catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
-from .codecs import extract_tar, open_decompressed, strip_suffix
-from .parallel import fetch_workers, run_jobs
+from .codecs import open_decompressed, strip_suffix
+from .parallel import fetch_workers
+from .tar_materialize import TarObject, extract_tars, link_tablespaces
 from .wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
 
 log = logging.getLogger(__name__)
@@ -273,31 +272,19 @@ class BaseBackupFormat:
                                 checked="symlinks in base.tar (only pg_tblspc/<oid> is expected)",
                                 fix="this is not a pg_basebackup archive")
 
-        cancel = threading.Event()
-
-        def job(fname: str) -> tuple[int, int]:
+        def dest(fname: str) -> Path:
             kind = fname.split(".", 1)[0]
-            dest = pgdata if kind == "base" else pgdata / "pg_wal" if kind == "pg_wal" else ts_root / kind
-            dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-            key = tars[fname]
-            with self.store.open(key) as raw:
-                counted = _Counting(raw, cancel)
-                with open_decompressed(counted, key) as stream:
-                    written = extract_tar(stream, dest, label=key, on_symlink=on_symlink, owner=owner)
-            return counted.count, written
+            return pgdata if kind == "base" else pgdata / "pg_wal" if kind == "pg_wal" else ts_root / kind
 
         order = sorted(tars, key=lambda f: (not f.startswith("base."), f))
-        # Ctrl-C or a failed tar: the other downloads stop at their next read
-        results = run_jobs(job, order, workers=fetch_workers(self), name="basebackup-fetch", cancel=cancel)
+        fetched, written = extract_tars(self.store, [TarObject(tars[f], dest(f)) for f in order],
+                                        workers=fetch_workers(self), name="basebackup-fetch", owner=owner,
+                                        on_symlink=on_symlink)
         for fname in tars:  # pg_basebackup -Ft sends tablespace_map, not symlinks: link every <oid>.tar
             kind = fname.split(".", 1)[0]
             if kind.isdigit():
                 links.setdefault(kind, ts_root / kind)
-        for oid, path in links.items():
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            link = pgdata / "pg_tblspc" / oid
-            link.parent.mkdir(mode=0o700, exist_ok=True)
-            os.symlink(path, link)
+        link_tablespaces(pgdata, links)
         manifest = None
         if backup.details.get("manifest"):
             manifest = run_dir / "backup_manifest"
@@ -305,8 +292,8 @@ class BaseBackupFormat:
                 while chunk := raw.read(1 << 20):
                     out.write(chunk)
         (pgdata / "pg_wal").mkdir(mode=0o700, exist_ok=True)
-        return Materialized(pgdata=pgdata, bytes_fetched=sum(r[0] for r in results),
-                            bytes_written=sum(r[1] for r in results), manifest=manifest, tablespaces=links)
+        return Materialized(pgdata=pgdata, bytes_fetched=fetched, bytes_written=written, manifest=manifest,
+                            tablespaces=links)
 
     def find_wal(self, name: str) -> str | None:
         """A fresh lookup of one WAL file (any compression suffix); None when absent."""
@@ -319,18 +306,3 @@ class BaseBackupFormat:
         return open_decompressed(self.store.open(key), key)
 
 
-class _Counting:
-    """Counts the bytes read from the store (what the network carried)."""
-
-    def __init__(self, raw: BinaryIO, cancel: threading.Event | None = None) -> None:
-        self.raw, self.count, self.cancel = raw, 0, cancel
-
-    def read(self, n: int = -1) -> bytes:
-        if self.cancel is not None and self.cancel.is_set():
-            raise InterruptedError("restore cancelled")
-        data = self.raw.read(n)
-        self.count += len(data)
-        return data
-
-    def close(self) -> None:
-        self.raw.close()

@@ -12,12 +12,12 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from .. import _faults
 from ..signals import deferred_interrupts
 
-__all__ = ["run_jobs", "fetch_workers", "DEFAULT_FETCH_CONCURRENCY"]
+__all__ = ["Counting", "run_jobs", "fetch_workers", "DEFAULT_FETCH_CONCURRENCY"]
 
 #: the default of --restore-fetch-concurrency (settings/options.py)
 DEFAULT_FETCH_CONCURRENCY = 8
@@ -94,3 +94,26 @@ def _join_all(threads: list[threading.Thread], cancel: threading.Event) -> None:
                 interrupted = interrupted or exc
     if interrupted is not None:
         raise interrupted
+
+
+class Counting:
+    """Counts the bytes read from the store (what the network carried); once ``cancel`` is set,
+    the next read raises, which ends that download."""
+
+    def __init__(self, raw: BinaryIO, cancel: threading.Event | None = None) -> None:
+        self.raw, self.count, self.cancel = raw, 0, cancel
+
+    def read(self, n: int = -1) -> bytes:
+        if self.cancel is not None and self.cancel.is_set():
+            raise InterruptedError("restore cancelled")
+        data = self.raw.read(n)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.raw.close()

@@ -32,7 +32,7 @@ from ..settings.target import parse_lsn
 from ..store import ObjectInfo, ObjectStore
 from .base import Materialized
 from .catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
-from .parallel import fetch_workers, run_jobs
+from .parallel import Counting, fetch_workers, run_jobs
 from .pgbackrest_info import (
     COMPRESS_EXT,
     SEGMENT_KEY_RE,
@@ -343,7 +343,7 @@ class PgBackRestFormat:
         codec = manifest.compress_type
         where = f"{f.name} (stored in {key})"
         digest, written = hashlib.sha1(), 0
-        counted = _Counting(raw, cancel)
+        counted = Counting(raw, cancel)
         try:
             if f.size <= _WHOLE and codec in WHOLE_CODECS:
                 try:  # most files of a cluster: one read, one decode call, one write
@@ -450,26 +450,6 @@ class _Layout:
             _mkdir(link.parent, owner)
             os.symlink(path, link)
         _mkdir(self.pgdata / "pg_wal", owner)
-
-
-class _Counting:
-    def __init__(self, raw: BinaryIO, cancel: threading.Event | None = None) -> None:
-        self.raw, self.count, self.cancel = raw, 0, cancel
-
-    def read(self, n: int = -1) -> bytes:
-        if self.cancel is not None and self.cancel.is_set():
-            raise InterruptedError("restore cancelled")
-        data = self.raw.read(n)
-        self.count += len(data)
-        return data
-
-    def readinto(self, buf) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self.raw.close()
 
 
 class _Sha1Checked:

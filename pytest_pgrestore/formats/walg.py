@@ -37,7 +37,7 @@ from .base import Materialized
 from .catalog import Backup, Catalog, WalArchive, WalSegment
 from .codecs import _Prefixed, open_codec
 from .crypto import LibsodiumKey, SecretStreamReader
-from .parallel import fetch_workers
+from .parallel import Counting, fetch_workers
 from .wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
 from .walg_layout import (
     BACKUP_NAME_RE,
@@ -91,15 +91,20 @@ class WalgFormat:
         return self._key
 
     # -- decoding --------------------------------------------------------------------------
-    def open_object(self, key: str, *, tar: bool) -> tuple[BinaryIO, _Counting]:
+    def open_object(self, key: str, *, tar: bool) -> tuple[BinaryIO, Counting]:
         """A decoded stream of one object and the counter of bytes read from the store."""
+        counted = Counting(self.store.open(key))
+        return self.decode(counted, key, tar=tar), counted
+
+    def decode(self, raw: BinaryIO, key: str, *, tar: bool) -> BinaryIO:
+        """``raw`` (one object as the store holds it) decrypted when WAL-G encrypted it, and
+        decompressed by its suffix."""
         codec = codec_of(key, tar=tar)
-        counted = _Counting(self.store.open(key))
-        head = _read_head(counted, _HEAD)
-        src = _Prefixed(head, counted)
+        head = _read_head(raw, _HEAD)
+        src = _Prefixed(head, raw)
         if self._encrypted(key, head, codec, tar=tar):
             src = SecretStreamReader(src, self.key, key)
-        return open_codec(src, codec, key), counted
+        return open_codec(src, codec, key)
 
     def _encrypted(self, key: str, head: bytes, codec: str | None, *, tar: bool) -> bool:
         plain = looks_plain(head, codec, tar=tar)
@@ -394,18 +399,3 @@ def _read_head(raw: BinaryIO, n: int) -> bytes:
 
 def _open_range(store: ObjectStore, key: str, n: int) -> BinaryIO:
     return store.open_range(key, 0, n)
-
-
-class _Counting:
-    """Counts the bytes read from the store (what the network carried)."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.count = raw, 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.count += len(data)
-        return data
-
-    def close(self) -> None:
-        self.raw.close()

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import CorruptBackup, FormatError, PgRestoreError
 from .base import Materialized
 from .catalog import Backup
-from .parallel import fetch_workers, run_jobs
+from .parallel import fetch_workers
+from .tar_materialize import TarObject, extract_tars
 from .walg_layout import tar_kind
 from .walg_tar import LevelFilter, extract_walg_tar, member_key
 
@@ -130,26 +132,28 @@ def _extract_level(fmt, backup: Backup, level: LevelFilter, pgdata: Path, owner,
                             checked=f"{len(tars)} objects under {backup.name}/tar_partitions/",
                             fix="the backup is incomplete; restore another one")
 
-    def job(fname: str) -> tuple[int, int]:
-        return _extract_one(fmt, tars[fname], pgdata, level, owner)
+    def extract(stream: BinaryIO, obj: TarObject) -> int:
+        return _extract_one(fmt, stream, obj.key, pgdata, level, owner)
 
-    results = run_jobs(job, concurrent, workers=fetch_workers(fmt), name="walg-fetch")
-    if final:  # backup_label/tablespace_map overwrite any stale copy; pg_control is written last
-        results += [job(f) for f in label_tars]
-        results += [job(f) for f in control]
-    return sum(r[0] for r in results), sum(r[1] for r in results)
+    def run(names: list[str], workers: int) -> tuple[int, int]:
+        return extract_tars(fmt.store, [TarObject(tars[f], pgdata) for f in names], workers=workers,
+                            name="walg-fetch", decode=lambda raw, key: fmt.decode(raw, key, tar=True),
+                            extract=extract)
+
+    fetched, written = run(concurrent, fetch_workers(fmt))
+    if final:  # backup_label/tablespace_map overwrite any stale copy; pg_control is written last, in order
+        later = run(label_tars + control, 1)
+        fetched, written = fetched + later[0], written + later[1]
+    return fetched, written
 
 
 def _wale_name(name: str) -> bool:
     return len(name.split("_")) == 3 and len(name.split("_")[2]) == 8  # base_<seg>_<offset>
 
 
-def _extract_one(fmt, key: str, pgdata: Path, level: LevelFilter, owner) -> tuple[int, int]:
-    stream, counted = fmt.open_object(key, tar=True)
+def _extract_one(fmt, stream: BinaryIO, key: str, pgdata: Path, level: LevelFilter, owner) -> int:
     try:
-        with stream:
-            written = extract_walg_tar(stream, pgdata, label=key, level=level, owner=owner,
-                                       block_size=fmt.block_size)
+        return extract_walg_tar(stream, pgdata, label=key, level=level, owner=owner, block_size=fmt.block_size)
     except PgRestoreError:
         raise
     except OSError as exc:
@@ -158,7 +162,6 @@ def _extract_one(fmt, key: str, pgdata: Path, level: LevelFilter, owner) -> tupl
         raise _damaged(key, exc, fmt) from exc
     except Exception as exc:  # codec errors have no common base (ZstdError, LZ4 RuntimeError, brotli.error)
         raise _damaged(key, exc, fmt) from exc
-    return counted.count, written
 
 
 def _damaged(key: str, exc: BaseException, fmt) -> CorruptBackup:

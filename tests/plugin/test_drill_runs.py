@@ -293,9 +293,9 @@ import signal
 import time
 
 from pytest_pgrestore import _faults
-from pytest_pgrestore.formats import basebackup
+from pytest_pgrestore.formats import tar_materialize
 
-_extract = basebackup.extract_tar
+_extract = tar_materialize.extract_tar
 
 
 def _slow_extract(*args, **kwargs):  # a download thread is still busy when the interrupt is handled
@@ -303,7 +303,7 @@ def _slow_extract(*args, **kwargs):  # a download thread is still busy when the 
     return _extract(*args, **kwargs)
 
 
-basebackup.extract_tar = _slow_extract
+tar_materialize.extract_tar = _slow_extract
 
 
 def _ctrl_c():

@@ -147,3 +147,11 @@ def test_a_store_with_a_write_method_is_refused():
                 pass
     for store in (LocalStore, S3Store):
         assert issubclass(store, ObjectStore) and not getattr(store, "__abstractmethods__", None)
+
+
+def test_every_tar_format_materializes_through_one_step():
+    """basebackup, barman and WAL-G fetch and extract their tars through tar_materialize."""
+    for module in ("basebackup.py", "barman.py", "walg_fetch.py"):
+        text = (PACKAGE / "formats" / module).read_text()
+        assert "extract_tars(" in text, module
+        assert "run_jobs(" not in text, module  # (catalog reads of small files may use a pool of their own)
