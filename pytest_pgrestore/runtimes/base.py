@@ -15,11 +15,20 @@ import subprocess
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..restore.instance import RestoredInstance
 
-__all__ = ["Binaries", "Runtime", "Server"]
+if TYPE_CHECKING:
+    from ..restore.rundir import RunDir
+
+__all__ = ["Binaries", "Runtime", "Server", "ToolPath"]
+
+
+class ToolPath(Protocol):
+    """Where a utility is: a ``Path`` here, a ``ContainerPath`` in the container; ``str()`` names it."""
+
+    def exists(self) -> bool: ...
 
 
 class Binaries(Protocol):
@@ -37,7 +46,7 @@ class Binaries(Protocol):
     @property
     def origin(self) -> str: ...
 
-    def tool(self, name: str) -> Path: ...
+    def tool(self, name: str) -> ToolPath: ...
 
     def has(self, name: str) -> bool:
         """Is the utility there?"""
@@ -79,7 +88,7 @@ class Runtime(ABC):
     def __init__(self, settings, *, evidence: dict | None = None) -> None:
         self.settings = settings
         self.evidence = evidence if evidence is not None else {}
-        self.run = None  # the RunDir, once attached
+        self.run: RunDir | None = None  # once attached
         self.port: int | None = None
 
     # -- binaries and files ---------------------------------------------------------------------
@@ -93,10 +102,16 @@ class Runtime(ABC):
         """(uid, gid) that must own the server's files on this side; None: leave owners alone."""
 
     # -- the run dir and the server -------------------------------------------------------------
-    def attach(self, run, *, port: int | None) -> None:
+    def attach(self, run: RunDir, *, port: int | None) -> None:
         """Bind to the run dir and the port postgres will listen on (None: a free one, picked by
         :meth:`listen_port` when the server's settings are written)."""
         self.run, self.port = run, port
+
+    def attached(self) -> RunDir:
+        """The run dir :meth:`attach` bound (the attempt attaches before it starts anything)."""
+        if self.run is None:
+            raise RuntimeError(f"{type(self).__name__}.attach() comes before the run dir is used")
+        return self.run
 
     def listen_port(self) -> int:
         """The port the server will listen on."""

@@ -67,6 +67,7 @@ class DockerRuntime(Runtime):
         super().__init__(settings, evidence=evidence)
         if tc is None:
             tc, where = _connect(timeout=max(120.0, float(settings.timeout)))
+        assert where is not None, "a client passed in comes with the daemon address it talks to"
         self.tc, self.where = tc, where
         self.client = tc.client
         self.removed = sweep_containers(self.client)
@@ -86,6 +87,7 @@ class DockerRuntime(Runtime):
                                        f"needs PostgreSQL {major}", checked=f"docker image inspect {ref}",
                                        fix="use --restore-image with a {major} placeholder (postgres:{major})")
             self.tools = ImageTools(self, self.image, major)
+        assert self.tools is not None, "made with the image above"
         return self.tools
 
     @property
@@ -121,10 +123,11 @@ class DockerRuntime(Runtime):
     def _create(self) -> PgContainer:
         if self.run is None or self.image is None:
             raise RuntimeError("DockerRuntime.attach() and binaries() come before the container")
+        run, image = self.run, self.image
         mode = self.settings.docker_mode
         if mode == "bind" and os.geteuid() != 0:
             raise PgRestoreError("bind transfer hands the files to the image's postgres user, which needs root",
-                                 checked=f"our uid {os.geteuid()}, the image's postgres uid {self.image.owner[0]}",
+                                 checked=f"our uid {os.geteuid()}, the image's postgres uid {image.owner[0]}",
                                  fix="use --restore-docker-mode=copy (or auto, which picks it)")
         if mode == "bind":
             import docker.errors
@@ -133,7 +136,7 @@ class DockerRuntime(Runtime):
             try:
                 return self._new_container(copy=False)
             except docker.errors.APIError as exc:
-                raise PgRestoreError(f"the Docker daemon cannot bind-mount the run dir {self.run.path}: "
+                raise PgRestoreError(f"the Docker daemon cannot bind-mount the run dir {run.path}: "
                                      f"{short_error(exc)}", checked=f"--restore-docker-mode=bind with the daemon at "
                                      f"{self.where}", fix="use --restore-docker-mode=copy (or auto): a daemon in "
                                      "another container or machine (docker:dind, a tcp DOCKER_HOST) does not "
@@ -144,20 +147,21 @@ class DockerRuntime(Runtime):
             try:
                 pgc = self._new_container(copy=False)
             except docker.errors.APIError as exc:  # "bind source path does not exist": another filesystem
-                log.info("bind mount of %s refused (%s)", self.run.path, short_error(exc))
+                log.info("bind mount of %s refused (%s)", run.path, short_error(exc))
             else:
                 if self._sees_our_files(pgc):
                     self.mode = "bind"
                     return pgc
                 pgc.remove()
-            log.info("the Docker daemon does not see %s: copying the run dir into the container", self.run.path)
+            log.info("the Docker daemon does not see %s: copying the run dir into the container", run.path)
         self.mode = "copy"
         return self._new_container(copy=True)
 
     def _new_container(self, *, copy: bool) -> PgContainer:
         from docker.types import Mount
 
-        run, image = self.run, self.image
+        run, image = self.attached(), self.image
+        assert image is not None, "_create checked it"
         if os.geteuid() == 0:
             run.owner = image.owner
             run.chown_tree()
@@ -224,11 +228,12 @@ class DockerRuntime(Runtime):
                                  fix="use --restore-docker-network=host (the daemon runs with --bridge=none)"
                                  ) from None
         host_ip = "127.0.0.1" if self.where.startswith(("unix:", "npipe:", "the default")) else None
-        return {"ports": {f"{self.port}/tcp": (host_ip, self.port) if host_ip else self.port}}
+        port = self.listen_port()
+        return {"ports": {f"{port}/tcp": (host_ip, port) if host_ip else port}}
 
     def _sees_our_files(self, pgc: PgContainer) -> bool:
         token = secrets.token_hex(8)
-        probe = self.run.path / ".bind-probe"
+        probe = self.attached().path / ".bind-probe"
         probe.write_text(token)
         try:
             out = pgc.exec(["sh", "-c", 'cat "$1"', "sh", str(probe)])
@@ -258,13 +263,13 @@ class DockerRuntime(Runtime):
               extra_wal: dict[str, str], kept: dict[str, str]) -> DockerServer:
         """Copy mode stages the spool, ``extra_wal`` and what quarantine ``kept`` out first.  The
         socket directory is the run dir's, as the container mounts it."""
-        run, pgc = self.run, self.container()
+        run, pgc = self.attached(), self.container()
         hba = run.path / "pg_hba.conf"
         hba.write_text("# pytest-pgrestore: trust only on the private socket; TCP needs the per-run password\n"
                        f"local all all trust\nhost all all {self.hba_peer()} scram-sha-256\n")
         listen = "127.0.0.1" if self.settings.docker_network == "host" else "*"
         argv = ["postgres", "-D", str(run.pgdata), "-c", f"config_file={config_file}"]
-        for name, value in {**settings, "listen_addresses": listen, "port": str(self.port)}.items():
+        for name, value in {**settings, "listen_addresses": listen, "port": str(self.listen_port())}.items():
             argv += ["-c", f"{name}={value}"]
         mirror = None
         if pgc.copy:
@@ -275,7 +280,7 @@ class DockerRuntime(Runtime):
         if self.settings.docker_network == "bridge" and not self.where.startswith(("unix:", "the default")):
             host = self.tc.host()
         mounted = str(run.socket_dir())
-        self.server = DockerServer(pgc, run_dir=run.path, host=host, port=self.port,
+        self.server = DockerServer(pgc, run_dir=run.path, host=host, port=self.listen_port(),
                                    socket_dir=None if pgc.copy else mounted, log_file=run.log_file,
                                    container_socket_dir=mounted, evidence=self.evidence,
                                    binaries=self.tools, admin_user=self.settings.user, pgdata=run.pgdata)
@@ -286,12 +291,12 @@ class DockerRuntime(Runtime):
         if any("\n" in a for a in argv):
             raise PgRestoreError("a server setting holds a newline", checked="the postgres command line",
                                  fix="remove the newline from the setting")
-        pgc.put_bytes(self.run.path / "postgres.args", ("\n".join(argv) + "\n").encode())
+        pgc.put_bytes(self.attached().path / "postgres.args", ("\n".join(argv) + "\n").encode())
 
     def _stage(self, pgc: PgContainer, spool, extra_wal: dict[str, str], kept: dict[str, str]) -> SpoolMirror:
         """Copy mode: every planned segment and every history file, then what quarantine changed."""
         spool.fetch_all(extra_wal, timeout=float(self.settings.timeout))
-        run = self.run
+        run = self.attached()
         if kept:
             pgc.exec(["rm", "-f", *(str(run.pgdata / name) for name in kept)])
         changed = [p for p in run.path.iterdir() if p.is_file()]

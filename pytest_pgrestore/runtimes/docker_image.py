@@ -115,7 +115,13 @@ def _image_owner(client, img) -> tuple[int, int]:
         stream, _ = probe.get_archive("/etc/passwd")
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             member = tar.getmembers()[0]
-            passwd = tar.extractfile(member).read().decode("utf-8", "replace")
+            file = tar.extractfile(member)
+            if file is None:  # a link or a directory: nothing to read users from
+                raise ImageUnavailable("the image's /etc/passwd is not a regular file",
+                                       checked="the image's /etc/passwd",
+                                       fix="use an image built like the official postgres images, or pass "
+                                           "--restore-image")
+            passwd = file.read().decode("utf-8", "replace")
     finally:
         probe.remove(force=True, v=True)
     for line in passwd.splitlines():
@@ -168,12 +174,14 @@ class ImageTools:
     def version(self) -> str:
         if self._version is None:
             self._describe()
+        assert self._version is not None, "_describe sets it or raises"
         return self._version
 
     @property
     def bindir(self) -> Path:
         if self._bindir is None:
             self._describe()
+        assert self._bindir is not None, "_describe sets it or raises"
         return self._bindir
 
     def tool(self, name: str) -> ContainerPath:

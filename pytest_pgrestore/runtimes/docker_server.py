@@ -132,6 +132,7 @@ class DockerServer:
 
     def run_tool(self, name: str, args: list[str], *, timeout: float):
         """A PostgreSQL utility of the server's version, run in the container as the server user."""
+        assert self.binaries is not None, "DockerRuntime.start gives its server the image's tools"
         return self.binaries.run(name, args, timeout=timeout)
 
     def stop(self, *, timeout: float = 30.0) -> None:
@@ -150,6 +151,8 @@ class DockerServer:
 
 class ContainerInstance(RestoredInstance):
     """Copy mode: no shared socket; admin connections use TCP with the per-run password."""
+
+    server: DockerServer  # always given: the passwords are set through it
 
     def __init__(self, *, server: DockerServer, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -69,7 +69,7 @@ def sweep_containers(client) -> list[str]:
     """Remove our leftover containers; return their names."""
     import docker.errors
 
-    removed = []
+    removed: list[str] = []
     try:
         containers = client.containers.list(all=True, filters={"label": f"{LABEL}.run-id"})
     except docker.errors.APIError as exc:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .base import Runtime
 from .binaries import PgBinaries, find_binaries
@@ -79,7 +80,7 @@ class LocalServer:
     binaries: PgBinaries | None = None
     owner: tuple[int, int] | None = None
     log_file: Path | None = None
-    launch: dict | None = field(default=None, repr=False)  # the Popen arguments, to start it again
+    launch: dict[str, Any] | None = field(default=None, repr=False)  # the Popen arguments, to start it again
 
     def postmaster_pid(self) -> int | None:
         try:
@@ -127,7 +128,8 @@ class LocalServer:
 
     def run_tool(self, name: str, args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
         """A PostgreSQL utility of the server's version, run as the server user."""
-        kwargs = {}
+        assert self.binaries is not None, "LocalRuntime.start gives its server the binaries"
+        kwargs: dict[str, Any] = {}
         if self.owner:
             kwargs.update(user=self.owner[0], group=self.owner[1], extra_groups=[])
         return subprocess.run([str(self.binaries.tool(name)), *args], capture_output=True, text=True,
@@ -137,6 +139,7 @@ class LocalServer:
         """Until postmaster.pid says "ready" (what pg_ctl -w waits for), or the server exits."""
         from ..errors import PgRestoreError
 
+        assert self.pgdata is not None, "a restartable server (offline checks launch) knows its PGDATA"
         deadline = time.monotonic() + timeout
         pidfile = self.pgdata / "postmaster.pid"
         while self.process.poll() is None and time.monotonic() < deadline:
@@ -183,7 +186,9 @@ class LocalRuntime(Runtime):
               extra_wal: dict[str, str] | None = None, kept: dict[str, str] | None = None) -> LocalServer:
         """The spool's files are read where they are: ``spool``, ``extra_wal`` and ``kept`` need
         nothing here."""
-        run, port = self.run, self.listen_port()
+        run, port = self.attached(), self.listen_port()
+        if self.tools is None:
+            raise RuntimeError("LocalRuntime.binaries() comes before start()")
         run_dir, pgdata, log_file = run.path, run.pgdata, run.log_file
         sup = run_dir / "supervisor.sh"
         from ..restore.owner import harness_pid
@@ -196,10 +201,10 @@ class LocalRuntime(Runtime):
                 "-c", f"config_file={config_file}"]
         for name, value in settings.items():
             argv += ["-c", f"{name}={value}"]
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self.owner:
             kwargs.update(user=self.owner[0], group=self.owner[1], extra_groups=[])
-        launch = dict(args=argv, cwd=run_dir, env=dict(_CLEAN_ENV), start_new_session=True,
+        launch: dict[str, Any] = dict(args=argv, cwd=run_dir, env=dict(_CLEAN_ENV), start_new_session=True,
                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
         return LocalServer(subprocess.Popen(**launch), run_dir, "127.0.0.1", port, str(socket_dir), pgdata=pgdata,
                            binaries=self.tools, owner=self.owner, log_file=log_file, launch=launch)
