@@ -16,6 +16,11 @@ assertion, an ``AssertionError`` so that pytest reports it as a failed test.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .restore.result import RestoreResult
+
 __all__ = [
     "PgRestoreError",
     "UsageError",
@@ -150,6 +155,8 @@ class UnsupportedBarmanBackup(FormatError):
 class PreflightError(PgRestoreError):
     """The plan shows, before any download, that the target cannot be reached."""
 
+    result: RestoreResult  # the refusal's evidence, once Restorer.restore has it
+
 
 class DiskSpaceError(PreflightError):
     """Too little free space for the restore: refused before the download."""
@@ -165,6 +172,8 @@ class UnsupportedEncryption(FormatError, PreflightError):
 
 class BinariesNotFound(PgRestoreError):
     """No PostgreSQL binaries of the backup's major version are usable."""
+
+    result: RestoreResult  # the refusal's evidence, once Restorer.restore has it
 
 
 class NegativeControlFailed(PgRestoreError):

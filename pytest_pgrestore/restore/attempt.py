@@ -7,11 +7,12 @@ import os
 import shlex
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from .. import _faults
 from ..errors import PgRestoreError, RestoreFailed
 from ..runtimes import choose
-from ..runtimes.base import Binaries, Runtime
+from ..runtimes.base import Binaries, Runtime, Server
 from ..settings.target import format_lsn
 from ..signals import deferred_interrupts
 from . import measure
@@ -45,12 +46,25 @@ class RestoreAttempt:
         self.result, self.clock = result, clock
         self.settings = restorer.settings
         self.rundir: RunDir | None = None
-        self.server = None
+        self.server: Server | None = None
         self.spool: WalSpool | None = None
         # where the server runs: chosen now when the choice needs nothing of the backup, else by
         # _binaries once the backup's major version is known
         self.runtime: Runtime | None = choose(self.settings, None, evidence=result.evidence)
         self.owner = self.runtime.owner if self.runtime is not None else None
+
+    # what exists once run() has come so far
+    def _run_dir(self) -> RunDir:
+        assert self.rundir is not None, "run() makes the run dir before anything uses it"
+        return self.rundir
+
+    def _runtime(self) -> Runtime:
+        assert self.runtime is not None, "chosen at the start, else by _binaries before the server starts"
+        return self.runtime
+
+    def _spool(self) -> WalSpool:
+        assert self.spool is not None, "_start starts the spool (if it did not start early)"
+        return self.spool
 
     # -- the happy path, step by step -----------------------------------------------------
     def run(self) -> RestoredInstance:
@@ -68,16 +82,17 @@ class RestoreAttempt:
                 self.rundir = RunDir.create(s.workdir, owner=self.owner, label=f"{result.source} {result.target}",
                                             pgdata=self.pgdata)
                 _faults.point("attempt.rundir")
-            result.evidence["run_dir"] = str(self.rundir.path)
+            run = self.rundir
+            result.evidence["run_dir"] = str(run.path)
             if self.runtime is not None:  # the spool's owner is known: replay's first WAL arrives with the backup
-                self.runtime.attach(self.rundir, port=self.port)
+                self.runtime.attach(run, port=self.port)
                 self._start_spool(early=True)
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
-            with self.clock("recover", log_file=self.rundir.log_file), self._replay_progress():
-                obs = watch(server, socket_dir=socket_dir, user=s.user, log_file=self.rundir.log_file,
+            with self.clock("recover", log_file=run.log_file), self._replay_progress():
+                obs = watch(server, socket_dir=socket_dir, user=s.user, log_file=run.log_file,
                             deadline=started + s.timeout, spool=self.spool)
-            self.spool.stop()
+            self._spool().stop()
             self._decide(obs)
             return self._instance(bins, socket_dir)
         except BaseException:
@@ -85,18 +100,20 @@ class RestoreAttempt:
             raise
 
     def _binaries(self, major: int) -> Binaries:
-        if self.runtime is None:
-            self.runtime = choose(self.settings, major, evidence=self.result.evidence)
-        tools = self.runtime.binaries(major)
-        self.owner = self.runtime.owner
-        if self.rundir is not None and self.runtime.run is None:  # chosen after the run dir was made
-            self.runtime.attach(self.rundir, port=self.port)
+        runtime = self.runtime
+        if runtime is None:
+            runtime = self.runtime = choose(self.settings, major, evidence=self.result.evidence)
+            assert runtime is not None, "given the major version, choose always picks a runtime"
+        tools = runtime.binaries(major)
+        self.owner = runtime.owner
+        if self.rundir is not None and runtime.run is None:  # chosen after the run dir was made
+            runtime.attach(self.rundir, port=self.port)
         return tools
 
     def _fetch_and_verify(self, bins: Binaries | None) -> Binaries:
         from .fetch import fetching
 
-        fmt, run, result = self.restorer.format(), self.rundir, self.result
+        fmt, run, result = self.restorer.format(), self._run_dir(), self.result
         with self.clock("fetch"), fetching(fmt, self.settings, result, backup=self.plan.backup,
                                            progress=self._progress()) as reading:
             mat = reading.materialize(self.plan.backup, run.pgdata, run.path, owner=self.owner)
@@ -122,7 +139,7 @@ class RestoreAttempt:
         is not base backup: not counted in its bytes, not put in the cache)."""
         import copy
 
-        self.spool = WalSpool(copy.copy(self.restorer.format()), self.plan, self.rundir.spool, owner=self.owner,
+        self.spool = WalSpool(copy.copy(self.restorer.format()), self.plan, self._run_dir().spool, owner=self.owner,
                               before_deliver=self.restorer.hooks.before_deliver)
         self.spool.start(head_start=HEAD_START_SEGMENTS if early else None)
 
@@ -141,16 +158,16 @@ class RestoreAttempt:
             if watch is not None:
                 watch.close()
 
-    def _start(self, bins: Binaries):
-        run, plan = self.rundir, self.plan
+    def _start(self, bins: Binaries) -> tuple[Server, Path]:
+        run, plan, runtime = self._run_dir(), self.plan, self._runtime()
         with self.clock("prepare"):
             control = control_data(bins, run.pgdata)
             self.result.evidence["preload"] = describe_preload(run.pgdata, self.settings.preload)
             self.result.evidence["kept_from_production"] = quarantine(run.pgdata, run.path / "evidence")
             socket_dir = run.socket_dir()
-            port = self.runtime.listen_port()
+            port = runtime.listen_port()
             wrapper = write_wrapper(run.path / "restore_wal.sh", run.spool, os.getpid(),
-                                    max_wait_s=self.settings.timeout, heartbeat=self.runtime.wal_heartbeat())
+                                    max_wait_s=self.settings.timeout, heartbeat=runtime.wal_heartbeat())
             settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
                                        restore_command=_restore_command(wrapper),
                                        recovery=plan.recovery, preload=self.settings.preload)
@@ -158,19 +175,20 @@ class RestoreAttempt:
             run.chown_tree()
         if self.spool is None:
             self._start_spool()
-        self.spool.widen()
+        self._spool().widen()
         cmdline = dict(settings)  # the command line beats every file a hostile PGDATA could carry
         history = {f"{tli:08X}.history": key for tli, key in self.catalog.wal.history_keys.items()}
         self._describe_runtime()  # before the start too: a start that fails still says where it ran
-        self.server = self.runtime.start(config_file=conf, settings=cmdline, socket_dir=socket_dir, spool=self.spool,
-                                         extra_wal=history, kept=self.result.evidence["kept_from_production"])
+        server = self.server = runtime.start(config_file=conf, settings=cmdline, socket_dir=socket_dir,
+                                             spool=self.spool, extra_wal=history,
+                                             kept=self.result.evidence["kept_from_production"])
         self._describe_runtime()
         if self.restorer.hooks.after_start:
-            self.restorer.hooks.after_start(self.server)
-        return self.server, socket_dir
+            self.restorer.hooks.after_start(server)
+        return server, socket_dir
 
     def _describe_runtime(self) -> None:
-        detail = self.runtime.describe()
+        detail = self._runtime().describe()
         if detail is not None:
             self.result.evidence["runtime_detail"] = detail
 
@@ -190,9 +208,10 @@ class RestoreAttempt:
         result.last_replay_time = obs.last_replay_time.isoformat() if obs.last_replay_time else None
         result.archive_end_lsn = format_lsn(archive_end) if archive_end else None
         result.timeline = plan.timeline
-        result.wal_segments += self.spool.stats.segments
-        result.evidence["wal_bytes"] = self.spool.stats.bytes
-        result.evidence["wal_on_demand"] = list(self.spool.stats.on_demand)
+        stats = self._spool().stats
+        result.wal_segments += stats.segments
+        result.evidence["wal_bytes"] = stats.bytes
+        result.evidence["wal_on_demand"] = list(stats.on_demand)
         result.log_tail = obs.log_lines[-40:]
         measure.after_replay(result, spool=self.spool, wal=wal, plan=plan, replay_lsn=obs.replay_lsn)
         result.attempts.append(Attempt(plan.backup.name, verdict.outcome, verdict.detail))
@@ -210,16 +229,17 @@ class RestoreAttempt:
         if verdict.outcome is not Outcome.REACHED:
             raise RestoreFailed(f"restore of {result.source} to {plan.target} ended {verdict.outcome}: "
                                 f"{verdict.detail}",
-                                checked=f"backup {plan.backup.name}, server log {self.rundir.log_file.name} "
+                                checked=f"backup {plan.backup.name}, server log {self._run_dir().log_file.name} "
                                         f"and recovery state",
                                 fix=_FIXES.get(verdict.outcome), result=result)
 
     def _instance(self, bins: Binaries, socket_dir) -> RestoredInstance:
-        s = self.settings
-        inst = self.runtime.instance(host=self.server.host, port=self.server.port, user=s.user, dbname=s.dbname,
-                                     socket_dir=self.server.socket_dir, version=bins.version, result=self.result,
-                                     run_dir=self.rundir.path)
-        inst.server = self.server  # checks that need the cluster stopped (pg_checksums) restart it in place
+        s, server = self.settings, self.server
+        assert server is not None, "_start started it"
+        inst = self._runtime().instance(host=server.host, port=server.port, user=s.user, dbname=s.dbname,
+                                        socket_dir=server.socket_dir, version=bins.version, result=self.result,
+                                        run_dir=self._run_dir().path)
+        inst.server = server  # checks that need the cluster stopped (pg_checksums) restart it in place
         with inst.admin_connect("template1", autocommit=True) as conn:
             if not conn.execute("select 1 from pg_database where datname = %s", (s.dbname,)).fetchone():
                 names = [r[0] for r in conn.execute("select datname from pg_database where datallowconn")]

@@ -15,10 +15,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptBackup, PgRestoreError
-from ..runtimes.binaries import PgBinaries
+from ..runtimes.base import Binaries
 from .verdict import Observation
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +56,12 @@ _CONTROL_PARAMS = {  # pg_controldata line → setting, with our floor
 }
 
 
-def _run_tool(binaries: PgBinaries, name: str, args: list[str], *, timeout: float):
+def _run_tool(binaries: Binaries, name: str, args: list[str], *, timeout: float):
     """Run a PostgreSQL utility where ``binaries`` live (here, or in a container)."""
     return binaries.run(name, args, timeout=timeout)
 
 
-def control_data(binaries: PgBinaries, pgdata: Path) -> dict[str, str]:
+def control_data(binaries: Binaries, pgdata: Path) -> dict[str, str]:
     out = _run_tool(binaries, "pg_controldata", ["-D", str(pgdata)], timeout=60)
     if out.returncode != 0:
         raise CorruptBackup(f"pg_controldata cannot read the restored pg_control: {out.stderr.strip()}",
@@ -71,7 +75,7 @@ def control_data(binaries: PgBinaries, pgdata: Path) -> dict[str, str]:
     return data
 
 
-def verify_backup(binaries: PgBinaries, pgdata: Path, manifest: Path) -> str:
+def verify_backup(binaries: Binaries, pgdata: Path, manifest: Path) -> str:
     """Check every file against the backup_manifest checksums (WAL is checked by replay)."""
     if not binaries.has("pg_verifybackup"):
         return "pg_verifybackup not available: manifest not checked"
@@ -179,7 +183,7 @@ class Prober:
 
     def __init__(self, socket_dir: Path, port: int) -> None:
         self.socket_dir, self.port = socket_dir, port
-        self.conn = None
+        self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     def __enter__(self) -> Prober:
         return self
@@ -208,6 +212,7 @@ class Prober:
         except psycopg.OperationalError:
             self.close()  # the server went down between polls (e.g. FATAL at the end of recovery)
             return None
+        assert row is not None, "the probe selects one row, without a FROM"
         in_recovery, pause, lsn, ts = row
         return Probe(promoted=not in_recovery, paused=pause == "paused",
                      replay_lsn=parse_lsn(lsn) if lsn else None, last_replay_time=ts)

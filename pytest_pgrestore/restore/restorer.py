@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import BinariesNotFound, PreflightError, RestoreFailed
 from ..formats.catalog import Catalog
@@ -23,6 +24,10 @@ from .attempt import RestoreAttempt
 from .instance import Hooks, RestoredInstance
 from .plan import Plan, make_plan
 from .result import Outcome, RestoreResult
+
+if TYPE_CHECKING:
+    from ..formats.base import BackupFormat
+    from ..store import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +38,18 @@ class Restorer:
     def __init__(self, settings, *, hooks: Hooks | None = None) -> None:
         self.settings = settings
         self.hooks = hooks or Hooks()
-        self._store = None
-        self._format = None
+        self._store: ObjectStore | None = None
+        self._format: BackupFormat | None = None
 
     # -- listing-only steps ---------------------------------------------------------------
-    def store(self):
+    def store(self) -> ObjectStore:
         if self._store is None:
             from ..store import open_store
 
             self._store = open_store(self.settings.require_source(), env=self.settings.env)
         return self._store
 
-    def format(self):
+    def format(self) -> BackupFormat:
         if self._format is None:
             from ..formats import get_format
 
