@@ -58,10 +58,6 @@ class RestoreAttempt:
         assert self.rundir is not None, "run() makes the run dir before anything uses it"
         return self.rundir
 
-    def _runtime(self) -> Runtime:
-        assert self.runtime is not None, "chosen at the start, else by _binaries before the server starts"
-        return self.runtime
-
     def _spool(self) -> WalSpool:
         assert self.spool is not None, "_start starts the spool (if it did not start early)"
         return self.spool
@@ -100,14 +96,13 @@ class RestoreAttempt:
             raise
 
     def _binaries(self, major: int) -> Binaries:
-        runtime = self.runtime
-        if runtime is None:
-            runtime = self.runtime = choose(self.settings, major, evidence=self.result.evidence)
-            assert runtime is not None, "given the major version, choose always picks a runtime"
-        tools = runtime.binaries(major)
-        self.owner = runtime.owner
-        if self.rundir is not None and runtime.run is None:  # chosen after the run dir was made
-            runtime.attach(self.rundir, port=self.port)
+        if self.runtime is None:
+            self.runtime = choose(self.settings, major, evidence=self.result.evidence)
+            assert self.runtime is not None, "given the major version, choose always picks a runtime"
+        tools = self.runtime.binaries(major)
+        self.owner = self.runtime.owner
+        if self.rundir is not None and self.runtime.run is None:  # chosen after the run dir was made
+            self.runtime.attach(self.rundir, port=self.port)
         return tools
 
     def _fetch_and_verify(self, bins: Binaries | None) -> Binaries:
@@ -159,15 +154,16 @@ class RestoreAttempt:
                 watch.close()
 
     def _start(self, bins: Binaries) -> tuple[Server, Path]:
-        run, plan, runtime = self._run_dir(), self.plan, self._runtime()
+        run, plan = self._run_dir(), self.plan
+        assert self.runtime is not None, "_binaries chose it at the latest"
         with self.clock("prepare"):
             control = control_data(bins, run.pgdata)
             self.result.evidence["preload"] = describe_preload(run.pgdata, self.settings.preload)
             self.result.evidence["kept_from_production"] = quarantine(run.pgdata, run.path / "evidence")
             socket_dir = run.socket_dir()
-            port = runtime.listen_port()
+            port = self.runtime.listen_port()
             wrapper = write_wrapper(run.path / "restore_wal.sh", run.spool, os.getpid(),
-                                    max_wait_s=self.settings.timeout, heartbeat=runtime.wal_heartbeat())
+                                    max_wait_s=self.settings.timeout, heartbeat=self.runtime.wal_heartbeat())
             settings = server_settings(control, major=bins.major, port=port, socket_dir=socket_dir,
                                        restore_command=_restore_command(wrapper),
                                        recovery=plan.recovery, preload=self.settings.preload)
@@ -179,16 +175,17 @@ class RestoreAttempt:
         cmdline = dict(settings)  # the command line beats every file a hostile PGDATA could carry
         history = {f"{tli:08X}.history": key for tli, key in self.catalog.wal.history_keys.items()}
         self._describe_runtime()  # before the start too: a start that fails still says where it ran
-        server = self.server = runtime.start(config_file=conf, settings=cmdline, socket_dir=socket_dir,
-                                             spool=self.spool, extra_wal=history,
-                                             kept=self.result.evidence["kept_from_production"])
+        server = self.server = self.runtime.start(config_file=conf, settings=cmdline, socket_dir=socket_dir,
+                                                  spool=self.spool, extra_wal=history,
+                                                  kept=self.result.evidence["kept_from_production"])
         self._describe_runtime()
         if self.restorer.hooks.after_start:
             self.restorer.hooks.after_start(server)
         return server, socket_dir
 
     def _describe_runtime(self) -> None:
-        detail = self._runtime().describe()
+        assert self.runtime is not None, "_binaries chose it at the latest"
+        detail = self.runtime.describe()
         if detail is not None:
             self.result.evidence["runtime_detail"] = detail
 
@@ -235,10 +232,10 @@ class RestoreAttempt:
 
     def _instance(self, bins: Binaries, socket_dir) -> RestoredInstance:
         s, server = self.settings, self.server
-        assert server is not None, "_start started it"
-        inst = self._runtime().instance(host=server.host, port=server.port, user=s.user, dbname=s.dbname,
-                                        socket_dir=server.socket_dir, version=bins.version, result=self.result,
-                                        run_dir=self._run_dir().path)
+        assert server is not None and self.runtime is not None, "_start started the server on it"
+        inst = self.runtime.instance(host=server.host, port=server.port, user=s.user, dbname=s.dbname,
+                                     socket_dir=server.socket_dir, version=bins.version, result=self.result,
+                                     run_dir=self._run_dir().path)
         inst.server = server  # checks that need the cluster stopped (pg_checksums) restart it in place
         with inst.admin_connect("template1", autocommit=True) as conn:
             if not conn.execute("select 1 from pg_database where datname = %s", (s.dbname,)).fetchone():
