@@ -162,7 +162,7 @@ class _Tee(io.RawIOBase):
         return True
 
     def readinto(self, buf) -> int:
-        n = self.src.readinto(buf)
+        n = self.src.readinto(buf)  # type: ignore[attr-defined]  # BinaryIO declares no readinto; streams have it
         if n:
             self.out.write(buf[:n])
             self.got += n

@@ -227,7 +227,10 @@ class _PartReader(io.RawIOBase):
             self._checkpoint = min(self._checkpoint + self.layer.part_size, self.total)
             self._since, self._blocked = t, 0.0
         room = self._checkpoint - self._delivered
-        n = self._first.readinto(memoryview(buf)[:room] if len(buf) > room else buf)
+        assert self._first is not None, "readinto reads the stream only while it is open"
+        # typing.BinaryIO declares no readinto; every store's stream (a file, a urllib3 or lean body) has one
+        n = self._first.readinto(  # type: ignore[attr-defined]
+            memoryview(buf)[:room] if len(buf) > room else buf)
         self._blocked += time.monotonic() - t
         if not n:
             self._close_stream()

@@ -172,7 +172,7 @@ class _Slice(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer)[: self._left]
-        n = self._f.readinto(view) or 0
+        n = self._f.readinto(view) or 0  # type: ignore[attr-defined]  # BinaryIO declares no readinto; files have it
         self._left -= n
         return n
 
