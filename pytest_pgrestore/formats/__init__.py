@@ -7,6 +7,8 @@ backup into a PGDATA directory.  WAL segments are served by key through ``open_w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..errors import FormatError
 from ..store import ObjectStore
 from .base import BackupFormat, Materialized
@@ -14,7 +16,7 @@ from .base import BackupFormat, Materialized
 __all__ = ["BackupFormat", "Materialized", "FORMATS", "get_format"]
 
 
-def _registry() -> dict[str, type]:
+def _registry() -> dict[str, type[BackupFormat]]:
     """Formats in detection order: the cheapest, most specific layouts first."""
     from .barman import BarmanFormat
     from .basebackup import BaseBackupFormat
@@ -28,7 +30,8 @@ def _registry() -> dict[str, type]:
 FORMATS = ("basebackup", "walg", "pgbackrest", "barman")
 
 
-def _make(cls: type, store: ObjectStore, env, selector: dict[str, str]) -> BackupFormat:
+def _make(cls: type[BackupFormat], store: ObjectStore, env: Mapping[str, str] | None,
+          selector: dict[str, str]) -> BackupFormat:
     key = getattr(cls, "SELECTOR", None)  # "stanza" (pgBackRest) or "server" (barman)
     if selector and key not in selector:
         given = ", ".join(f"?{k}=" for k in selector)
@@ -37,7 +40,7 @@ def _make(cls: type, store: ObjectStore, env, selector: dict[str, str]) -> Backu
                                   + (f"?{key}=NAME" if key else "no selector"),
                           fix="?stanza= is for pgBackRest repositories, ?server= for barman-cloud ones; "
                               "drop the query or fix --restore-format")
-    kwargs = {}
+    kwargs: dict[str, object] = {}
     if getattr(cls, "TAKES_ENV", False):
         kwargs["env"] = env
     if key:
@@ -45,7 +48,7 @@ def _make(cls: type, store: ObjectStore, env, selector: dict[str, str]) -> Backu
     return cls(store, **kwargs)
 
 
-def get_format(store: ObjectStore, requested: str = "auto", *, env=None,
+def get_format(store: ObjectStore, requested: str = "auto", *, env: Mapping[str, str] | None = None,
                selector: dict[str, str] | None = None, concurrency: int | None = None) -> BackupFormat:
     """The format ``requested`` (or the one whose layout the store holds).
 
@@ -59,7 +62,8 @@ def get_format(store: ObjectStore, requested: str = "auto", *, env=None,
     return fmt
 
 
-def _get_format(store: ObjectStore, requested: str, *, env, selector: dict[str, str] | None) -> BackupFormat:
+def _get_format(store: ObjectStore, requested: str, *, env: Mapping[str, str] | None,
+                selector: dict[str, str] | None) -> BackupFormat:
     registry = _registry()
     selector = dict(selector or {})
     if requested != "auto":

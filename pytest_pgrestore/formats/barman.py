@@ -85,14 +85,16 @@ class BarmanFormat:
     # -- catalog -----------------------------------------------------------------------------
     def catalog(self) -> Catalog:
         listing = self._resolve_server()
+        base = self.base
+        assert base is not None, "_resolve_server sets it"
         infos = {}
         for info in listing:
-            m = _INFO_RE.match(info.key[len(self.base):]) if info.key.startswith(self.base) else None
+            m = _INFO_RE.match(info.key[len(base):]) if info.key.startswith(base) else None
             if m and m.group(1) is None:
                 infos[m.group(2)] = info
         objects: dict[str, list[ObjectInfo]] = {}
         for info in listing:
-            parts = info.key[len(self.base):].split("/")
+            parts = info.key[len(base):].split("/")
             if len(parts) == 3 and parts[0] == "base":
                 objects.setdefault(parts[1], []).append(info)
         with ThreadPoolExecutor(max_workers=fetch_workers(self)) as pool:
@@ -250,7 +252,9 @@ class BarmanFormat:
                                 fix="this is not a barman-cloud backup")
 
         def dest(fname: str) -> Path:
-            kind = _TAR_RE.match(fname).group(1)
+            m = _TAR_RE.match(fname)
+            assert m is not None, "the catalog keeps the tars _TAR_RE matches"
+            kind = m.group(1)
             return pgdata if kind == "data" else links.setdefault(kind, ts_root / kind)
 
         # a damaged tar or Ctrl-C: the other downloads stop at their next read

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, ClassVar, Protocol
 
 from ..store import ObjectStore
 from .catalog import Backup, Catalog
@@ -24,6 +24,8 @@ class Materialized:
 
 class BackupFormat(Protocol):
     name: str
+    LAYOUT_HINT: ClassVar[str]  # what ``detect`` looks for, named when no format matches
+    store: ObjectStore
 
     def __init__(self, store: ObjectStore) -> None: ...
 
@@ -39,11 +41,15 @@ class BackupFormat(Protocol):
     def open_wal(self, key: str) -> BinaryIO:
         """A decoded (decompressed, decrypted) stream of one archived WAL object."""
 
+    def find_wal(self, name: str) -> str | None:
+        """A fresh lookup of one archived WAL file (a segment or a ``.history``) by name: its key,
+        or None when the archive does not hold it."""
+
 
 def reading_through(fmt: BackupFormat, store: ObjectStore) -> BackupFormat:
     """A copy of ``fmt`` that reads through ``store`` (the fetch layer over its own store, or a
     spool's private reader); ``fmt`` itself is never re-pointed, so no other reader of it — a
     catalog listing, the WAL spool — finds its store swapped in the middle of a download."""
     clone = copy.copy(fmt)
-    clone.store = store  # type: ignore[misc]  # formats keep their store in a plain attribute
+    clone.store = store
     return clone

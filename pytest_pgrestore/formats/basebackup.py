@@ -137,7 +137,6 @@ class BaseBackupFormat:
 
     def _wal_listing(self) -> WalArchive:
         wal = WalArchive()
-        wal.raw = {}  # base name → ObjectInfo, indexed into segments once the size is known
         for info in self.store.list("wal/"):
             base, _codec = strip_suffix(info.key[len("wal/"):])
             if "/" in base:
@@ -226,7 +225,12 @@ class BaseBackupFormat:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for _, member in zip(range(20), tar, strict=False):
                     if member.name.lstrip("./") == "backup_label":
-                        label = parse_backup_history(tar.extractfile(member).read().decode())
+                        file = tar.extractfile(member)
+                        if file is None:  # a link or a directory where backup_label should be
+                            raise CorruptBackup(f"backup {name}: backup_label in {info.key} is not a regular file",
+                                                checked="the first members of base.tar",
+                                                fix="the tar is not pg_basebackup's; restore another backup")
+                        label = parse_backup_history(file.read().decode())
                         start = label.get("START LSN")
                         return next((h for h in histories.values() if h.get("START LSN") == start), label)
         return None

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .wal import TimelineEntry, segno_of
+
+if TYPE_CHECKING:
+    from ..store import ObjectInfo
 
 __all__ = ["Backup", "WalSegment", "WalArchive", "Catalog", "XLOG_PAGE_MAGIC"]
 
@@ -51,6 +54,9 @@ class WalArchive:
     histories: dict[int, list[TimelineEntry]] = field(default_factory=dict)  # tli → parsed history
     history_keys: dict[int, str] = field(default_factory=dict)
     backup_files: dict[str, str] = field(default_factory=dict)  # "<seg>.<off>.backup" → key
+    # segment base name → its object, while a catalog is built: a format lists the archive before
+    # it knows the segment size, then indexes these into ``segments``
+    raw: dict[str, ObjectInfo] = field(default_factory=dict, repr=False, compare=False)
 
     def timelines(self) -> list[int]:
         return sorted(set(self.segments) | set(self.history_keys))
@@ -86,7 +92,8 @@ class WalArchive:
         if tli == 1 and 1 not in self.histories:
             return [(1, 0, None)]
         entries = self.histories[tli]
-        chain, begin = [], 0
+        chain: list[tuple[int, int, int | None]] = []
+        begin = 0
         for entry in entries:
             chain.append((entry.parent, begin, entry.switchpoint))
             begin = entry.switchpoint

@@ -16,9 +16,14 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 from ..errors import CorruptBackup, UsageError
+
+if TYPE_CHECKING:
+    from nacl.bindings import crypto_secretstream_xchacha20poly1305_state
+
+    from ..store.base import Readable
 
 __all__ = ["LibsodiumKey", "SecretStreamReader", "CHUNK", "HEADER_BYTES", "ABYTES", "KEY_VARS"]
 
@@ -91,12 +96,12 @@ def _transform(text: str, transform: str, origin: str) -> bytes:
 class SecretStreamReader(io.RawIOBase):
     """Decrypt a WAL-G libsodium stream on the fly; ``label`` (the object key) names failures."""
 
-    def __init__(self, raw: BinaryIO, key: LibsodiumKey, label: str) -> None:
+    def __init__(self, raw: Readable, key: LibsodiumKey, label: str) -> None:
         from nacl import bindings
 
         self._b = bindings
         self._raw, self._label = raw, label
-        self._state = None
+        self._state: crypto_secretstream_xchacha20poly1305_state | None = None
         self._key = key
         self._buf = b""
         self._done = False
@@ -111,24 +116,26 @@ class SecretStreamReader(io.RawIOBase):
                              fix="if every object fails, the key is not the one the backup was written with; "
                                  "if one object fails, it is damaged: restore from another backup")
 
-    def _start(self) -> None:
+    def _start(self) -> crypto_secretstream_xchacha20poly1305_state:
         header = _read_full(self._raw, HEADER_BYTES)
         if len(header) != HEADER_BYTES:
             raise self._fail("too short for a libsodium stream header")
-        self._state = self._b.crypto_secretstream_xchacha20poly1305_state()
-        self._b.crypto_secretstream_xchacha20poly1305_init_pull(self._state, header, self._key.key)
+        state = self._b.crypto_secretstream_xchacha20poly1305_state()
+        self._b.crypto_secretstream_xchacha20poly1305_init_pull(state, header, self._key.key)
+        return state
 
     def readinto(self, buf) -> int:
         from nacl.exceptions import CryptoError
 
         if self._state is None:
-            self._start()
+            self._state = self._start()
+        state = self._state
         while not self._buf and not self._done:
             chunk = _read_full(self._raw, CHUNK + ABYTES)
             if len(chunk) < ABYTES:
                 raise self._fail("the encrypted stream ends without its final chunk (truncated)")
             try:
-                plain, tag = self._b.crypto_secretstream_xchacha20poly1305_pull(self._state, chunk, None)
+                plain, tag = self._b.crypto_secretstream_xchacha20poly1305_pull(state, chunk, None)
             except CryptoError as exc:
                 raise self._fail("a chunk fails its libsodium MAC (damaged, or the wrong key)") from exc
             final = tag == self._b.crypto_secretstream_xchacha20poly1305_TAG_FINAL
@@ -149,7 +156,7 @@ class SecretStreamReader(io.RawIOBase):
         super().close()
 
 
-def _read_full(raw: BinaryIO, n: int) -> bytes:
+def _read_full(raw: Readable, n: int) -> bytes:
     parts, got = [], 0
     while got < n:
         data = raw.read(n - got)

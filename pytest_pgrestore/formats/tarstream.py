@@ -90,7 +90,8 @@ class TarStream:
                 return
             self._pushback = block
             try:
-                info = tarfile.TarInfo.fromtarfile(self)
+                # fromtarfile reads a TarFile's fileobj, encoding and errors, which this stream has
+                info = tarfile.TarInfo.fromtarfile(self)  # type: ignore[arg-type]
             except tarfile.HeaderError as exc:
                 raise tarfile.HeaderError(f"unreadable member header at offset {at} ({exc})") from exc
             if info.isreg() or info.type not in tarfile.SUPPORTED_TYPES:

@@ -33,6 +33,7 @@ from ..errors import (
     UsageError,
 )
 from ..store import ObjectInfo, ObjectStore
+from ..store.base import Readable
 from .base import Materialized
 from .catalog import Backup, Catalog, WalArchive, WalSegment
 from .codecs import _Prefixed, open_codec
@@ -96,13 +97,14 @@ class WalgFormat:
         counted = Counting(self.store.open(key))
         return self.decode(counted, key, tar=tar), counted
 
-    def decode(self, raw: BinaryIO, key: str, *, tar: bool) -> BinaryIO:
+    def decode(self, raw: Readable, key: str, *, tar: bool) -> BinaryIO:
         """``raw`` (one object as the store holds it) decrypted when WAL-G encrypted it, and
         decompressed by its suffix."""
         codec = codec_of(key, tar=tar)
         head = _read_head(raw, _HEAD)
-        src = _Prefixed(head, raw)
+        src: Readable = _Prefixed(head, raw)
         if self._encrypted(key, head, codec, tar=tar):
+            assert self.key is not None, "_encrypted says so only with a key"
             src = SecretStreamReader(src, self.key, key)
         return open_codec(src, codec, key)
 
@@ -197,6 +199,7 @@ class WalgFormat:
         tars = {sub.split("/", 1)[1]: info.key for sub, info in objs.items()
                 if sub.startswith("tar_partitions/") and tar_kind(sub.split("/", 1)[1])}
         m = BACKUP_NAME_RE.match(name)
+        assert m is not None, "_base_listing keeps the sentinels of well-named backups only"
         details = {
             "sentinel": sentinel, "sentinel_key": sentinel_info.key,
             "sentinel_modified": sentinel_info.last_modified, "tars": tars,
@@ -258,7 +261,6 @@ class WalgFormat:
 
     def _wal_listing(self) -> WalArchive:
         wal = WalArchive()
-        wal.raw = {}
         for info in self.store.list(WAL):
             rest = info.key[len(WAL):]
             if "/" in rest:
@@ -322,9 +324,11 @@ class WalgFormat:
     def _index_segments(self, wal: WalArchive) -> None:
         from .wal import parse_segment_name
 
+        size = wal.segment_size
+        assert size is not None, "_segment_size sets it, to 16 MiB at the least"
         for base, info in wal.raw.items():
             try:
-                seg = parse_segment_name(base, wal.segment_size)
+                seg = parse_segment_name(base, size)
             except ValueError:
                 continue
             wal.segments.setdefault(seg.timeline, {})[seg.segno] = WalSegment(
@@ -386,7 +390,7 @@ def _positive_int(env: Mapping[str, str], var: str, default: int) -> int:
     return value
 
 
-def _read_head(raw: BinaryIO, n: int) -> bytes:
+def _read_head(raw: Readable, n: int) -> bytes:
     parts, got = [], 0
     while got < n:
         data = raw.read(n - got)

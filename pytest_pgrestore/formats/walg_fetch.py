@@ -60,6 +60,7 @@ def _levels(fmt, chain: list[Backup]) -> list[tuple[Backup, LevelFilter]]:
         incremented = {k for k, v in (files or {}).items() if v.get("IsIncremented")} if sentinel.is_delta else set()
         out.append((b, LevelFilter(wanted=wanted, incremented=incremented, skip=set())))
         if sentinel.is_delta:  # the parent contributes what this level skipped or incremented
+            assert files is not None, "a delta without a file list is refused above"
             wanted = {k for k in (wanted if wanted is not None else files)
                       if k in files and (files[k].get("IsSkipped") or files[k].get("IsIncremented"))}
     return list(reversed(out))
@@ -124,9 +125,10 @@ def _chain(fmt, backup: Backup) -> list[Backup]:
 
 def _extract_level(fmt, backup: Backup, level: LevelFilter, pgdata: Path, owner, *, final: bool) -> tuple[int, int]:
     tars: dict[str, str] = backup.details["tars"]
-    concurrent = sorted((f for f in tars if tar_kind(f)[0] in ("part", "copy")), key=lambda f: tar_kind(f)[1])
-    label_tars = [f for f in tars if tar_kind(f)[0] == "backup_label"]
-    control = [f for f in tars if tar_kind(f)[0] == "pg_control"]
+    kinds = {f: kind for f in tars if (kind := tar_kind(f)) is not None}  # the catalog keeps tars only
+    concurrent = sorted((f for f, k in kinds.items() if k[0] in ("part", "copy")), key=lambda f: kinds[f][1])
+    label_tars = [f for f, k in kinds.items() if k[0] == "backup_label"]
+    control = [f for f, k in kinds.items() if k[0] == "pg_control"]
     if final and not control and not _wale_name(backup.name):
         raise CorruptBackup(f"backup {backup.name} has no pg_control tar",
                             checked=f"{len(tars)} objects under {backup.name}/tar_partitions/",

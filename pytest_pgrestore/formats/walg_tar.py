@@ -163,7 +163,7 @@ def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_s
     return write_member(tar, target, member.size, owner, writer, short=short)
 
 
-def _read_exact(src: BinaryIO, n: int, label: str, what: str) -> bytes:
+def _read_exact(src: BinaryIO | _MemberData, n: int, label: str, what: str) -> bytes:
     data = src.read(n)
     if len(data) != n:
         raise CorruptBackup(f"{label}: the increment ends inside its {what}",
@@ -172,7 +172,7 @@ def _read_exact(src: BinaryIO, n: int, label: str, what: str) -> bytes:
     return data
 
 
-def apply_increment(src: BinaryIO, target: Path, *, label: str, block_size: int) -> int:
+def apply_increment(src: BinaryIO | _MemberData, target: Path, *, label: str, block_size: int) -> int:
     """Apply a ``wi1`` increment to ``target`` (restored from the parent); returns bytes written.
 
     Layout (little-endian): ``wi1\\x55``, uint64 file size, uint32 N, N × uint32 block numbers,

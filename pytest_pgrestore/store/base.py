@@ -15,12 +15,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
-__all__ = ["ObjectInfo", "ObjectStore"]
+__all__ = ["ObjectInfo", "ObjectStore", "Readable"]
 
 #: method names that would write, delete or copy: no store may have one
 _WRITES = re.compile(r"^_*(put|write|upload|delete|remove|copy|create|append|rename|move)(_|$)")
+
+
+class Readable(Protocol):
+    """What a decoder reads from: a store's stream, or a reader over one (counting, decrypting)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
