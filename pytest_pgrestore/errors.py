@@ -95,7 +95,9 @@ class SourceError(PgRestoreError):
 
 
 class AccessDenied(SourceError):
-    pass
+    # set by the S3 store: the action refused (s3:GetObject, …) and its ARN, which a refused check names
+    permission: str
+    resource: str
 
 
 class SourceNotFound(SourceError):

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
-from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar, cast
 
 from ..errors import (
     AccessDenied,
@@ -42,6 +42,9 @@ from .base import ObjectInfo, ObjectStore
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
+    from botocore.credentials import Credentials
+
+    from .s3_lean import LeanGet
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,7 @@ def s3_settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
         value = env.get(name, "").strip()
         return value or None
 
-    endpoint = Sourced(None, "AWS default for the region")
+    endpoint: Sourced[str | None] = Sourced(None, "AWS default for the region")
     for name in _ENDPOINT_VARS:
         if url := get(name):
             if not url.startswith(("http://", "https://")):
@@ -115,7 +118,7 @@ def s3_settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
             endpoint = Sourced(url.rstrip("/"), f"env {name}")
             break
 
-    region = Sourced(None, f"AWS profile, else {DEFAULT_REGION}")
+    region: Sourced[str | None] = Sourced(None, f"AWS profile, else {DEFAULT_REGION}")
     for name in _REGION_VARS:
         if value := get(name):
             region = Sourced(value, f"env {name}")
@@ -179,8 +182,8 @@ class S3Store(ObjectStore):
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.settings = settings if settings is not None else s3_settings_from_env(env)
         self._client, self._region, self._key_hint, self._credentials = _make_client(self.settings)
-        self._lean_get = None  # made on the first GET (:mod:`.s3_lean`)
-        self._boto_errors = (BotoCoreError, ClientError)
+        self._lean_get: LeanGet | None = None  # made on the first GET (:mod:`.s3_lean`)
+        self._boto_errors: tuple[type[BaseException], ...] = (BotoCoreError, ClientError)
         self.endpoint: str = self._client.meta.endpoint_url
         self.description = f"s3://{bucket}/{self.prefix.rstrip('/')} (endpoint {self.endpoint})"
 
@@ -238,7 +241,7 @@ class S3Store(ObjectStore):
     def stat(self, key: str) -> ObjectInfo | None:
         full = self.prefix + key
         try:
-            head = self._client.head_object(Bucket=self.bucket, Key=full)
+            head = self._client.head_object(Bucket=self.bucket, Key=full)  # type: ignore[attr-defined]  # botocore makes operations at runtime
         except self._boto_errors as exc:
             if _http_status(exc) == 404:
                 return None
@@ -252,7 +255,7 @@ class S3Store(ObjectStore):
         """The server-side encryption a HEAD of ``key`` reports (AES256, aws:kms, …), None when none."""
         full = self.prefix + key
         try:
-            head = self._client.head_object(Bucket=self.bucket, Key=full)
+            head = self._client.head_object(Bucket=self.bucket, Key=full)  # type: ignore[attr-defined]  # botocore makes operations at runtime
         except self._boto_errors as exc:
             raise self._error(exc, "HeadObject", full) from exc
         return head.get("ServerSideEncryption")
@@ -316,7 +319,8 @@ class S3Store(ObjectStore):
         tag = extra.get("IfMatch") or resp.get("ETag")
         reader = _BodyReader(resp["Body"], self, full, start=start, end=end, etag=tag,
                              size=resp.get("ContentLength"))
-        return reader, total, tag
+        # unbuffered: the fetch layer reads it with readinto, as much as a part holds
+        return cast(BinaryIO, reader), total, tag
 
     def read_tail(self, key: str, nbytes: int) -> bytes:
         if nbytes < 0:
@@ -325,7 +329,8 @@ class S3Store(ObjectStore):
             return b""
         full = self.prefix + key
         try:
-            resp = self._client.get_object(Bucket=self.bucket, Key=full, Range=f"bytes=-{nbytes}")
+            resp = self._client.get_object(  # type: ignore[attr-defined]  # botocore makes operations at runtime
+                Bucket=self.bucket, Key=full, Range=f"bytes=-{nbytes}")
             with resp["Body"] as body:
                 data = body.read()
         except self._boto_errors as exc:
@@ -351,7 +356,8 @@ class S3Store(ObjectStore):
         if resp is not None:
             return resp
         try:
-            resp = self._client.get_object(Bucket=self.bucket, Key=full, **extra)
+            resp = self._client.get_object(  # type: ignore[attr-defined]  # botocore makes operations at runtime
+                Bucket=self.bucket, Key=full, **extra)
         except self._boto_errors as exc:
             raise self._error(exc, "GetObject", full) from exc
         if partial and "ContentRange" not in resp:
@@ -498,7 +504,7 @@ def _range_of(header: str | None) -> tuple[int, int | None]:
     return int(first), int(last) + 1 if last else None
 
 
-def _make_client(settings: S3Settings) -> tuple[BaseClient, Sourced[str], str | None, Any]:
+def _make_client(settings: S3Settings) -> tuple[BaseClient, Sourced[str], str | None, Credentials | None]:
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ProfileNotFound
@@ -512,7 +518,7 @@ def _make_client(settings: S3Settings) -> tuple[BaseClient, Sourced[str], str | 
         if settings.session_token:
             kwargs["aws_session_token"] = settings.session_token
     try:
-        session = boto3.session.Session(**kwargs)
+        session = boto3.session.Session(**kwargs)  # type: ignore[arg-type]  # boto3-stubs: str keywords, typed one by one
     except ProfileNotFound as exc:
         raise UsageError(
             f"AWS profile {settings.profile.value!r} ({settings.profile.source}) does not exist",
@@ -520,8 +526,9 @@ def _make_client(settings: S3Settings) -> tuple[BaseClient, Sourced[str], str | 
             fix="fix AWS_PROFILE or add the profile to the config file",
         ) from exc
 
+    region: Sourced[str]
     if settings.region.value:
-        region = settings.region
+        region = Sourced(settings.region.value, settings.region.source)
     elif session.region_name:
         region = Sourced(session.region_name, "AWS profile / botocore config")
     else:
@@ -767,7 +774,7 @@ def _http_status(exc: BaseException) -> int | None:
     return None
 
 
-def _error_code(exc: BaseException) -> str | None:
+def _error_code(exc: BaseException | None) -> str | None:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         return response.get("Error", {}).get("Code")

@@ -88,7 +88,8 @@ class LeanGet:
         self.address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
         self.tls: ssl.SSLContext | None = None
         if url.scheme == "https":
-            ca = get_cert_path(True if verify is None else verify)
+            # botocore-stubs types verify as a bool; a CA bundle's path comes back as it is
+            ca = get_cert_path(True if verify is None else verify)  # type: ignore[arg-type]
             if not isinstance(ca, str):  # verification switched off: only the client may do that
                 self.usable = False
                 return
@@ -134,6 +135,7 @@ class LeanGet:
                     continue
                 log.debug("lean GET of %s failed before a response (%s); asking the client", key, type(exc).__name__)
                 return None
+        assert conn is not None, "the loop above leaves with a connection that answered, or returns"
         length = fields.get(b"content-length")
         if status not in (200, 206) or length is None or not length.isdigit() or b"transfer-encoding" in fields or \
                 ("Range" in extra and status != 206):  # a server that ignored Range: the client says so
@@ -225,7 +227,8 @@ class _Body:
     Read to its end, the connection goes back to the pool (``pool``; None: it is closed)."""
 
     def __init__(self, conn: _Connection, length: int, pool: LeanGet | None) -> None:
-        self.conn, self.remaining, self.pool = conn, length, pool
+        self.conn: _Connection | None = conn
+        self.remaining, self.pool = length, pool
         if not length:
             self._release()
 
