@@ -29,8 +29,6 @@ _MAGIC = [
     (b"BZh", "bzip2"),
 ]
 _CHUNK = 1 << 20
-_LZ4_MAGIC = b"\x04\x22\x4d\x18"
-_LZ4_LONGEST_HEADER = 19  # magic, FLG, BD, content size, dictionary id, header checksum
 
 
 def strip_suffix(name: str) -> tuple[str, str | None]:
@@ -120,27 +118,18 @@ class Lz4Reader(io.BufferedIOBase):
     """lz4 frames one after another, decoded in large steps: ``read(n)`` hands out what one step
     decoded as it is, instead of re-joining ~70 KB pieces into the size asked for (what
     ``LZ4FrameFile`` does, reading its input 8 KiB at a time) — a copy of every byte saved.
-    A stream that stops inside a frame raises EOFError; frame checksums are checked by lz4.
-
-    ``content_checksum=False`` is for a caller that checks every decoded byte itself (pgBackRest:
-    each file's SHA-1 against the manifest): a frame's xxHash-32 of its content is then not
-    computed. It costs more than the decoding (lz4 decodes ~8.7 GB/s here without it, ~2.3 GB/s
-    with it). The frame header's flag is cleared, and its header checksum recomputed, before lz4
-    sees it; the 4 checksum bytes after the frame's end mark are read and dropped. Everything else
-    (the header checksum, block structure, a cut stream) is checked as before."""
+    A stream that stops inside a frame raises EOFError; frame checksums are checked by lz4."""
 
     _IN = 128 << 10  # compressed bytes a step
     _OUT = _CHUNK  # most decoded bytes a step
 
-    def __init__(self, raw: BinaryIO, *, content_checksum: bool = True) -> None:
+    def __init__(self, raw: BinaryIO) -> None:
         import lz4.frame
 
         self._raw, self._new = raw, lz4.frame.LZ4FrameDecompressor
         self._dec = self._new()
         self._block, self._pos = b"", 0
         self._started = self._eof = False
-        self._verify = content_checksum
-        self._drop = 0  # checksum bytes still to skip after the current frame
 
     def readable(self) -> bool:
         return True
@@ -169,13 +158,11 @@ class Lz4Reader(io.BufferedIOBase):
         """Decode the next step into ``_block``; False at the end of the last frame."""
         dec = self._dec
         if dec.eof:  # a frame ended: another may follow
-            rest, self._dec = self._skip_checksum(dec.unused_data), self._new()
+            rest, self._dec = dec.unused_data, self._new()
             data = rest or self._raw.read(self._IN)
             if not data:
                 self._eof = True
                 return False
-            if not self._verify:
-                data = self._unflag(data)
         elif dec.needs_input:
             data = self._raw.read(self._IN)
             if not data:
@@ -183,53 +170,16 @@ class Lz4Reader(io.BufferedIOBase):
                     raise EOFError("the lz4 stream ends inside a frame")
                 self._eof = True  # an empty object
                 return False
-            if not self._started and not self._verify:
-                data = self._unflag(data)
         else:
             data = b""
         self._started = True
         self._block, self._pos = self._dec.decompress(data, max_length=self._OUT), 0
         return True
 
-    def _unflag(self, data: bytes) -> bytes:
-        """``data`` starting at a frame: the same frame without its content-checksum flag."""
-        while len(data) < _LZ4_LONGEST_HEADER:  # the whole header in hand (or all there is)
-            more = self._raw.read(self._IN)
-            if not more:
-                break
-            data += more
-        if len(data) < 7 or data[:4] != _LZ4_MAGIC or not data[4] & 0x04:
-            return data  # not a frame lz4 checks content of: lz4 judges it as it is
-        import xxhash
-
-        flg = data[4]
-        end = 6 + (8 if flg & 0x08 else 0) + (4 if flg & 0x01 else 0)  # FLG BD [size] [dict id]
-        if len(data) <= end or data[end] != _header_checksum(xxhash, data[4:end]):
-            return data  # a cut or damaged header: lz4 names it
-        desc = bytes([flg & ~0x04]) + data[5:end]
-        self._drop = 4
-        return data[:4] + desc + bytes([_header_checksum(xxhash, desc)]) + data[end + 1:]
-
-    def _skip_checksum(self, rest: bytes) -> bytes:
-        """After a frame whose flag :meth:`_unflag` cleared: its 4 checksum bytes read and dropped."""
-        while self._drop:
-            if not rest:
-                rest = self._raw.read(self._IN)
-                if not rest:
-                    raise EOFError("the lz4 stream ends inside a frame (in its content checksum)")
-            cut = min(self._drop, len(rest))
-            rest, self._drop = rest[cut:], self._drop - cut
-        return rest
-
     def close(self) -> None:
         if not self.closed:
             self._raw.close()
         super().close()
-
-
-def _header_checksum(xxhash, descriptor: bytes) -> int:
-    """An lz4 frame header's checksum byte: the second byte of the descriptor's xxHash-32."""
-    return (xxhash.xxh32_intdigest(descriptor) >> 8) & 0xFF
 
 
 class _BrotliReader(io.RawIOBase):

@@ -268,7 +268,7 @@ class PgBackRestFormat:
         codec = {".gz": "gz", ".bz2": "bz2", ".lz4": "lz4", ".zst": "zst", None: "none"}.get(
             m.group(3) if m else None, "none")
         checked = bool(m and verify)
-        stream = open_codec(self.store.open(key), codec, label=key, checked_by_caller=checked)
+        stream = open_codec(self.store.open(key), codec, label=key)
         return _Sha1Checked(stream, m.group(2), key) if checked else stream
 
     # -- materialize -------------------------------------------------------------------------
@@ -375,7 +375,7 @@ class PgBackRestFormat:
     def _copy_stream(counted, codec: str, where: str, size: int, out, digest) -> int:
         """Decode into ``out``; ``digest`` sees every byte (the caller checks it against the manifest)."""
         written = 0
-        with open_codec(counted, codec, label=where, checked_by_caller=True) as stream, _writer(size) as writer:
+        with open_codec(counted, codec, label=where) as stream, _writer(size) as writer:
             while chunk := stream.read(_STREAM_CHUNK):
                 if writer is None:
                     digest.update(chunk)

@@ -32,17 +32,16 @@ class _Raw(io.RawIOBase):
         super().close()
 
 
-def open_codec(raw: BinaryIO, codec: str, *, label: str, checked_by_caller: bool = False) -> BinaryIO:
+def open_codec(raw: BinaryIO, codec: str, *, label: str) -> BinaryIO:
     """Decode ``raw`` with the codec the repository metadata names (never guessed from bytes).
 
-    ``codec``: none | gz | bz2 | lz4 | zst (pgBackRest's names). ``checked_by_caller``: the caller
-    checks every decoded byte against a SHA-1 of its own, so lz4's content checksum (an xxHash-32
-    that costs more than the decoding) is skipped.
+    ``codec``: none | gz | bz2 | lz4 | zst (pgBackRest's names). lz4 checks each frame's content
+    checksum itself, as the other codecs check their own trailers.
     """
     if codec == "lz4":  # decoded in large steps straight off ``raw`` (no LZ4FrameFile 8 KiB reads)
         from .codecs import Lz4Reader
 
-        return Lz4Reader(raw, content_checksum=not checked_by_caller)
+        return Lz4Reader(raw)
     stream = io.BufferedReader(_Raw(raw), buffer_size=_CHUNK)
     if codec == "none":
         return stream
