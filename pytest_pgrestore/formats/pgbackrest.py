@@ -25,7 +25,7 @@ import threading
 import weakref
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ..errors import CorruptBackup, StanzaError, UnsupportedRepository
 from ..settings.target import parse_lsn
@@ -83,6 +83,7 @@ class PgBackRestFormat:
     # -- catalog -----------------------------------------------------------------------------
     def catalog(self) -> Catalog:
         listing = self._resolve_stanza(listing=True)
+        assert listing is not None, "asked for with listing=True"
         s = self.stanza
         backup_ini = self._read_info(f"backup/{s}/backup.info")
         archive_ini = self._read_info(f"archive/{s}/archive.info")
@@ -267,9 +268,11 @@ class PgBackRestFormat:
         m = SEGMENT_KEY_RE.match(fname)
         codec = {".gz": "gz", ".bz2": "bz2", ".lz4": "lz4", ".zst": "zst", None: "none"}.get(
             m.group(3) if m else None, "none")
-        checked = bool(m and verify)
         stream = open_codec(self.store.open(key), codec, label=key)
-        return _Sha1Checked(stream, m.group(2), key) if checked else stream
+        if m is None or not verify:
+            return stream
+        # read, close and a with block: all that a WAL reader (the spool, the cli) does with the stream
+        return cast(BinaryIO, _Sha1Checked(stream, m.group(2), key))
 
     # -- materialize -------------------------------------------------------------------------
     def materialize(self, backup: Backup, pgdata: Path, run_dir: Path, *, owner=None) -> Materialized:
@@ -282,7 +285,9 @@ class PgBackRestFormat:
         cancel = threading.Event()
 
         def job(f: ManifestFile) -> tuple[int, int]:
-            return self._restore_file(backup, manifest, f, layout.local(f.name), owner, cancel)
+            dest = layout.local(f.name)
+            assert dest is not None, "files holds the ones placed on this side"
+            return self._restore_file(backup, manifest, f, dest, owner, cancel)
 
         # files in flight: the run's fetch concurrency (pgbackrest restore's --process-max); on a
         # CPU-bound runner, 8 threads cost more in hand-offs than they gain (bench/README.md)
@@ -337,7 +342,10 @@ class PgBackRestFormat:
     def _copy_file(self, backup, manifest, f: ManifestFile, out, cancel) -> tuple[int, int]:
         key = self._repo_key(backup, manifest, f)
         if f.bundle_id is not None:
-            raw = self.store.open_range(key, f.bundle_offset, f.bundle_offset + f.repo_size)
+            assert f.bundle_offset is not None, "the manifest gives a bundled file its offset"
+            # repo-size is left out of the manifest when it equals size (stored uncompressed)
+            stored = f.repo_size if f.repo_size is not None else f.size
+            raw = self.store.open_range(key, f.bundle_offset, f.bundle_offset + stored)
         else:
             raw = self.store.open(key)
         codec = manifest.compress_type

@@ -387,6 +387,15 @@ def test_block_incremental_is_refused_and_its_bundled_twin_restores(workroot, se
     assert (rows, result.outcome) == (4, "REACHED")
 
 
+def test_an_uncompressed_bundled_repository_restores(workroot, settings_factory):
+    """pgBackRest leaves a file's repo-size out of the manifest when it equals its size (stored
+    uncompressed): a bundled file's range then ends at its size (it raised a TypeError)."""
+    _tool, repo = _small_repo(workroot, "pgbr-bundle-none", **{"repo1-bundle": "y", "compress-type": "none"})
+    assert list(repo.glob("backup/main/*/bundle/*"))  # really bundled
+    rows, result = restore_rows(settings_factory(f"file://{repo}"))
+    assert (rows, result.outcome) == (4, "REACHED")
+
+
 # -- the GETs themselves, over TLS: ours on one kept-alive connection, refused for a foreign CA ------
 def _lean_watch(monkeypatch):
     from pytest_pgrestore.store import s3_lean
