@@ -12,9 +12,12 @@ import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from ..errors import CorruptBackup
+
+if TYPE_CHECKING:
+    from ..store.base import Readable
 
 __all__ = ["COMPRESSION_SUFFIXES", "strip_suffix", "detect_codec", "open_decompressed", "open_codec",
            "extract_tar"]
@@ -52,7 +55,7 @@ def detect_codec(head: bytes, name: str = "") -> str | None:
 class _Prefixed(io.RawIOBase):
     """A stream with some already-read bytes put back in front."""
 
-    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+    def __init__(self, head: bytes, raw: Readable) -> None:
         self._head = head
         self._raw = raw
 
@@ -74,15 +77,21 @@ class _Prefixed(io.RawIOBase):
         super().close()
 
 
-def open_decompressed(raw: BinaryIO, name: str = "") -> BinaryIO:
+def open_decompressed(raw: Readable, name: str = "") -> BinaryIO:
     """Wrap ``raw`` in the decompressor its magic bytes (or extension) call for."""
     head = raw.read(8)
     codec = detect_codec(head, name)
     return open_codec(_Prefixed(head, raw), codec, name)
 
 
-def open_codec(raw: BinaryIO, codec: str | None, name: str = "") -> BinaryIO:
+def open_codec(raw: Readable, codec: str | None, name: str = "") -> BinaryIO:
     """Wrap ``raw`` in the decompressor for ``codec`` (``None``: no compression), chosen by the caller."""
+    # every decoder is a buffered file of bytes (BufferedReader, GzipFile, LZMAFile, BZ2File,
+    # Lz4Reader), which typing's BinaryIO does not count io.BufferedIOBase as
+    return cast(BinaryIO, _decoder(raw, codec, name))
+
+
+def _decoder(raw: Readable, codec: str | None, name: str) -> io.BufferedIOBase:
     stream = io.BufferedReader(raw if isinstance(raw, io.RawIOBase) else _Prefixed(b"", raw),
                                buffer_size=_CHUNK)
     if codec is None:
@@ -296,8 +305,9 @@ class _ZstdReader(io.RawIOBase):
         import zstandard
 
         self._scan = _ZstdScan(raw)
+        # zstandard's stubs want a file; it reads any object with read()
         self._reader = zstandard.ZstdDecompressor().stream_reader(
-            self._scan, read_size=_CHUNK, read_across_frames=True)
+            self._scan, read_size=_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
 
     def readable(self) -> bool:
         return True

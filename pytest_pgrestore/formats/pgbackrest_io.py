@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
-from typing import BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 from ..errors import FormatError
+
+if TYPE_CHECKING:
+    from ..store.base import Readable
 
 __all__ = ["open_codec", "decode_whole", "WHOLE_CODECS"]
 
@@ -16,7 +19,7 @@ _CHUNK = 1 << 20
 
 
 class _Raw(io.RawIOBase):
-    def __init__(self, src) -> None:
+    def __init__(self, src: Readable) -> None:
         self.src = src
 
     def readable(self) -> bool:
@@ -38,6 +41,12 @@ def open_codec(raw: BinaryIO, codec: str, *, label: str) -> BinaryIO:
     ``codec``: none | gz | bz2 | lz4 | zst (pgBackRest's names). lz4 checks each frame's content
     checksum itself, as the other codecs check their own trailers.
     """
+    # every decoder is a file of bytes; typing's BinaryIO does not count io.BufferedIOBase
+    # (GzipFile, BZ2File, Lz4Reader) as one
+    return cast(BinaryIO, _decoder(raw, codec, label))
+
+
+def _decoder(raw: BinaryIO, codec: str, label: str) -> io.BufferedIOBase | IO[bytes]:
     if codec == "lz4":  # decoded in large steps straight off ``raw`` (no LZ4FrameFile 8 KiB reads)
         from .codecs import Lz4Reader
 
