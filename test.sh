@@ -5,9 +5,11 @@
 #   (apt-get only when something is missing; as root)
 # - a virtualenv at ${PGRESTORE_VENV:-$HOME/.cache/pytest-pgrestore/venv} with .[test]
 #   (a venv under /root is fine: the suite copies the binaries the server needs to a readable cache)
-# - python -m pytest tests -p no:cacheprovider -ra "$@"  (without tests when "$@" names paths)
+# - python -m mypy pytest_pgrestore (the package type-checks clean), then
+#   python -m pytest tests -p no:cacheprovider -ra "$@"  (without tests when "$@" names paths)
 #
-# Exits with pytest's status; "no tests collected" (5) is a failure, never a silent pass.
+# Exits 1 when mypy finds a type error, else with pytest's status; "no tests collected" (5) is a
+# failure, never a silent pass.
 set -eu
 cd "$(dirname "$0")"
 
@@ -65,6 +67,13 @@ case "$there $(cat "$stamp" 2>/dev/null || true)" in
         printf '%s %s\n' "$hash" "test" > "$stamp"
         ;;
 esac
+
+# The package type-checks clean first (mypy reads [tool.mypy] from pyproject.toml): a type error
+# fails the run before any test does.
+if ! "$VENV/bin/python" -m mypy pytest_pgrestore; then
+    echo "test.sh: mypy found type errors in pytest_pgrestore (listed above): fix them, the tests did not run" >&2
+    exit 1
+fi
 
 # tests/ unless the arguments name paths of their own; a hung test fails after 15 min (pytest-timeout)
 # instead of eating the CI budget: --timeout=N overrides it
