@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from tool_support import BarmanCloud, PgBackRest, ToolSource, run_as_server  # noqa: E402
 
-from pytest_pgrestore.demo.source import SourceCluster  # noqa: E402
+from pytest_pgrestore.demo._source import SourceCluster  # noqa: E402
 
 STATE = "state.json"
 BUCKETS = ("basebackup", "walg", "pgbr", "barman")

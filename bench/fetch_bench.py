@@ -83,7 +83,7 @@ def rounds(bench, fmt: str, contenders: dict) -> dict[str, float]:
 
 def contenders_for(bench, fmt: str, c: int) -> dict:
     from pytest_pgrestore.formats import get_format
-    from pytest_pgrestore.store.s3 import S3Store
+    from pytest_pgrestore.store._s3 import S3Store
 
     url = bench.state[fmt]["url"]
     bucket, _, rest = url[len("s3://"):].partition("/")
@@ -111,7 +111,7 @@ def contenders_for(bench, fmt: str, c: int) -> dict:
 
 
 def ours(fmt_obj, backup, dest: Path, concurrency: int) -> None:
-    from pytest_pgrestore.restore.fetch import fetching
+    from pytest_pgrestore.restore._fetch import fetching
 
     settings = SimpleNamespace(fetch_concurrency=concurrency, cache=None, progress="off")
     result = SimpleNamespace(evidence={})

@@ -36,7 +36,7 @@ class Bench:
     def __enter__(self) -> Bench:
         from tool_support import self_signed_cert
 
-        from pytest_pgrestore.demo.seaweed import SeaweedS3
+        from pytest_pgrestore.demo._seaweed import SeaweedS3
 
         self.work.mkdir(parents=True, exist_ok=True)
         self.work.chmod(0o755)

@@ -117,7 +117,7 @@ def run(bench) -> None:
 # -- the contenders -------------------------------------------------------------------------------
 def _format(bench, fmt: str) -> SimpleNamespace:
     from pytest_pgrestore.formats import get_format
-    from pytest_pgrestore.store.s3 import S3Store
+    from pytest_pgrestore.store._s3 import S3Store
 
     url = bench.state[fmt]["url"]
     bucket, _, rest = url[len("s3://"):].partition("/")
@@ -155,7 +155,7 @@ def _lean_off(f: SimpleNamespace, fn) -> None:
 
 def _lz4_frame_file(fn) -> None:
     """``fn()`` with the pgBackRest format decoding lz4 streams through ``lz4.frame.LZ4FrameFile``."""
-    import pytest_pgrestore.formats.pgbackrest as mod
+    import pytest_pgrestore.formats._pgbackrest as mod
 
     shipped = mod.open_codec
 
@@ -192,7 +192,7 @@ class _Closing:
 
 
 def _extract_ours(store, key: str, dest: Path) -> None:
-    from pytest_pgrestore.formats.codecs import extract_tar, open_decompressed
+    from pytest_pgrestore.formats._codecs import extract_tar, open_decompressed
 
     pgdata = dest / "pgdata"
     pgdata.mkdir(mode=0o700)
@@ -201,7 +201,7 @@ def _extract_ours(store, key: str, dest: Path) -> None:
 
 
 def _extract_tarfile(store, key: str, dest: Path) -> None:
-    from pytest_pgrestore.formats.codecs import open_decompressed
+    from pytest_pgrestore.formats._codecs import open_decompressed
 
     pgdata = dest / "pgdata"
     pgdata.mkdir(mode=0o700)
@@ -225,7 +225,7 @@ def _one_run(bench, fn, dest: Path, settle: int) -> tuple[float, float]:
 
 def _check_round(bench, pg, bb, contenders: dict, dest: Path, settle: int, base_key: str) -> dict:
     """One untimed run of each contender (also the warm-up), checking each does what its label says."""
-    import pytest_pgrestore.formats.codecs as codecs
+    import pytest_pgrestore.formats._codecs as codecs
 
     out: dict = {"log": []}
     counts: dict[str, dict[str, int]] = {}

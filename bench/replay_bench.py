@@ -177,13 +177,13 @@ def replay_local(bench, *, mode: str) -> float:
     replay time the server log reports."""
     from tool_support import server_ids
 
-    from pytest_pgrestore.formats.basebackup import BaseBackupFormat
-    from pytest_pgrestore.restore.plan import make_plan
-    from pytest_pgrestore.restore.recover import control_data, quarantine, server_settings, write_config
-    from pytest_pgrestore.restore.rundir import free_port
-    from pytest_pgrestore.runtimes.binaries import find_binaries
-    from pytest_pgrestore.settings.target import RestoreTarget
-    from pytest_pgrestore.store.s3 import S3Store
+    from pytest_pgrestore.formats._basebackup import BaseBackupFormat
+    from pytest_pgrestore.restore._plan import make_plan
+    from pytest_pgrestore.restore._recover import control_data, quarantine, server_settings, write_config
+    from pytest_pgrestore.restore._rundir import free_port
+    from pytest_pgrestore.runtimes._binaries import find_binaries
+    from pytest_pgrestore.settings._target import RestoreTarget
+    from pytest_pgrestore.store._s3 import S3Store
 
     owner = server_ids()
     run = bench.fresh(bench.restore_root / f"replay-{mode}")

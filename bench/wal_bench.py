@@ -27,9 +27,9 @@ TOOL_SEGMENTS = 10  # segments per pass through a tool's process-per-segment pat
 
 def run(bench) -> None:
     from pytest_pgrestore.formats import get_format
-    from pytest_pgrestore.restore.plan import make_plan
-    from pytest_pgrestore.settings.target import RestoreTarget
-    from pytest_pgrestore.store.s3 import S3Store
+    from pytest_pgrestore.restore._plan import make_plan
+    from pytest_pgrestore.settings._target import RestoreTarget
+    from pytest_pgrestore.store._s3 import S3Store
 
     results: dict[str, list[float]] = {}
     for fmt_name, bucket, prefix, selector in (("basebackup", "basebackup", "pg", {}), ("pgbackrest", "pgbr", "repo", {}),
@@ -63,14 +63,14 @@ def run(bench) -> None:
 
 
 def _barman_segments(catalog) -> list[str]:
-    from pytest_pgrestore.formats.wal import segment_name
+    from pytest_pgrestore.formats._wal import segment_name
 
     size = catalog.wal.segment_size
     return [segment_name(tli, segno, size) for tli, segs in catalog.wal.segments.items() for segno in sorted(segs)]
 
 
 def spool(bench, fmt, plan) -> float:
-    from pytest_pgrestore.restore.spool import WalSpool
+    from pytest_pgrestore.restore._spool import WalSpool
 
     d = bench.fresh(bench.restore_root / "spool")
     t = time.monotonic()

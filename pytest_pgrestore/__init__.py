@@ -13,14 +13,14 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _PUBLIC = {
-    "Restorer": "restore.restorer",
-    "RestoredInstance": "restore.instance",
-    "RestoreResult": "restore.result",
-    "Outcome": "restore.result",
-    "RestoreTarget": "settings.target",
-    "TargetError": "settings.target",
-    "Settings": "settings.options",
-    "resolve_settings": "settings.options",
+    "Restorer": "restore._restorer",
+    "RestoredInstance": "restore._instance",
+    "RestoreResult": "restore._result",
+    "Outcome": "restore._result",
+    "RestoreTarget": "settings._target",
+    "TargetError": "settings._target",
+    "Settings": "settings._options",
+    "resolve_settings": "settings._options",
     **{name: "errors" for name in (
         "PgRestoreError", "UsageError", "SourceError", "AccessDenied", "SourceNotFound", "SourceUnreachable",
         "FormatError", "CorruptBackup", "PreflightError", "BinariesNotFound", "RestoreFailed",
@@ -89,8 +89,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
         SourceUnreachable,
         UsageError,
     )
-    from .restore.instance import RestoredInstance
-    from .restore.restorer import Restorer
-    from .restore.result import Outcome, RestoreResult
-    from .settings.options import Settings, resolve_settings
-    from .settings.target import RestoreTarget, TargetError
+    from .restore._instance import RestoredInstance
+    from .restore._restorer import Restorer
+    from .restore._result import Outcome, RestoreResult
+    from .settings._options import Settings, resolve_settings
+    from .settings._target import RestoreTarget, TargetError

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .restore.result import RestoreResult
+    from .restore._result import RestoreResult
 
 __all__ = [
     "PgRestoreError",

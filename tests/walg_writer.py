@@ -1,6 +1,6 @@
 """Test support: write real PostgreSQL backups and WAL in WAL-G's storage layout (no wal-g binary).
 
-Input is what ``pytest_pgrestore.demo.source.SourceCluster`` makes: ``pg_basebackup -Ft`` output
+Input is what ``pytest_pgrestore.demo._source.SourceCluster`` makes: ``pg_basebackup -Ft`` output
 (uncompressed ``base.tar``, ``<oid>.tar`` per tablespace, ``backup_manifest``) and an archive of
 plain WAL files.  Output follows WAL-G's layout as read from its source (see
 ``shared/reference/walg-and-friends-layout.md`` §1–3): tar members named ``/<path>`` with a root
@@ -395,7 +395,7 @@ class WalgSource:
 def build_source(root: Path) -> WalgSource:
     import pwd
 
-    from pytest_pgrestore.demo.source import SourceCluster
+    from pytest_pgrestore.demo._source import SourceCluster
 
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)

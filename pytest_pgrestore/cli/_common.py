@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..settings.options import parse_duration
+from ..settings._options import parse_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 3, 4
 

@@ -84,8 +84,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _run(args: argparse.Namespace, drills: Path, workdir: Path) -> int:
-    from .seaweed import SeaweedS3
-    from .source import SourceCluster
+    from ._seaweed import SeaweedS3
+    from ._source import SourceCluster
 
     started = time.monotonic()
     reports = {name: workdir / name for name in _REPORTS}

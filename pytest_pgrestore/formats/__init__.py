@@ -1,7 +1,7 @@
 """Backup formats: how a tool lays backups and WAL out in a store, and how to read them back.
 
 Each format knows three things: whether a listing looks like its layout (``detect``), how to
-build a :class:`~pytest_pgrestore.formats.catalog.Catalog` from the store, and how to materialize one
+build a :class:`~pytest_pgrestore.formats._catalog.Catalog` from the store, and how to materialize one
 backup into a PGDATA directory.  WAL segments are served by key through ``open_wal``.
 """
 
@@ -11,17 +11,17 @@ from collections.abc import Mapping
 
 from ..errors import FormatError
 from ..store import ObjectStore
-from .base import BackupFormat, Materialized
+from ._base import BackupFormat, Materialized
 
 __all__ = ["BackupFormat", "Materialized", "FORMATS", "get_format"]
 
 
 def _registry() -> dict[str, type[BackupFormat]]:
     """Formats in detection order: the cheapest, most specific layouts first."""
-    from .barman import BarmanFormat
-    from .basebackup import BaseBackupFormat
-    from .pgbackrest import PgBackRestFormat
-    from .walg import WalgFormat
+    from ._barman import BarmanFormat
+    from ._basebackup import BaseBackupFormat
+    from ._pgbackrest import PgBackRestFormat
+    from ._walg import WalgFormat
 
     return {"basebackup": BaseBackupFormat, "walg": WalgFormat, "pgbackrest": PgBackRestFormat,
             "barman": BarmanFormat}

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .base import Runtime
+    from ._base import Runtime
 
 __all__ = ["choose"]
 
@@ -24,13 +24,13 @@ def choose(settings, major: int | None, *, evidence: dict) -> Runtime | None:
     ``local`` is chosen at once.  ``docker`` and ``auto`` wait for the backup's major version
     (None until it is known: the image and, for auto, the probe depend on it); their choice and
     its reason go to ``evidence["runtime"]``."""
-    from .local import LocalRuntime
+    from ._local import LocalRuntime
 
     if settings.runtime == "local":
         return LocalRuntime(settings, evidence=evidence)
     if major is None:
         return None
-    from .docker import DockerRuntime, docker_or_local
+    from ._docker import DockerRuntime, docker_or_local
 
     runtime: Runtime | None
     if settings.runtime == "docker":

@@ -3,19 +3,19 @@ store (:mod:`.local`, :mod:`.s3`); :func:`open_store` picks one for a source."""
 
 from __future__ import annotations
 
-from .base import ObjectInfo, ObjectStore
+from ._base import ObjectInfo, ObjectStore
 
 __all__ = ["ObjectInfo", "ObjectStore", "open_store"]
 
 
 def open_store(source, *, env=None) -> ObjectStore:
-    """Open the store a parsed :class:`~pytest_pgrestore.settings.options.Source` points at."""
+    """Open the store a parsed :class:`~pytest_pgrestore.settings._options.Source` points at."""
     if source.scheme == "file":
-        from .local import LocalStore
+        from ._local import LocalStore
 
         return LocalStore(source.path)
     if source.scheme == "s3":
-        from .s3 import S3Store
+        from ._s3 import S3Store
 
         return S3Store(source.bucket, source.prefix, env=env)
     raise ValueError(f"unsupported scheme {source.scheme!r}")  # config.parse_source refuses these first

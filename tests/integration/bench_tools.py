@@ -38,11 +38,11 @@ from tool_support import (  # noqa: E402
     self_signed_cert,
 )
 
-from pytest_pgrestore.demo.seaweed import SeaweedS3  # noqa: E402
-from pytest_pgrestore.formats.barman import BarmanFormat  # noqa: E402
-from pytest_pgrestore.formats.pgbackrest import PgBackRestFormat  # noqa: E402
-from pytest_pgrestore.store.local import LocalStore  # noqa: E402
-from pytest_pgrestore.store.s3 import S3Store  # noqa: E402
+from pytest_pgrestore.demo._seaweed import SeaweedS3  # noqa: E402
+from pytest_pgrestore.formats._barman import BarmanFormat  # noqa: E402
+from pytest_pgrestore.formats._pgbackrest import PgBackRestFormat  # noqa: E402
+from pytest_pgrestore.store._local import LocalStore  # noqa: E402
+from pytest_pgrestore.store._s3 import S3Store  # noqa: E402
 
 RESULTS: dict[str, float] = {}
 

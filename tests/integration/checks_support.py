@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_pgrestore.demo.source import SourceCluster
+from pytest_pgrestore.demo._source import SourceCluster
 
 PAGE = 8192
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from it_support import Scenario, build_scenario
 
-from pytest_pgrestore.demo.seaweed import SeaweedS3
-from pytest_pgrestore.settings.options import resolve_settings
+from pytest_pgrestore.demo._seaweed import SeaweedS3
+from pytest_pgrestore.settings._options import resolve_settings
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from pytest_pgrestore.restore.restorer import Restorer
-from pytest_pgrestore.runtimes.docker_sweep import LABEL
+from pytest_pgrestore.restore._restorer import Restorer
+from pytest_pgrestore.runtimes._docker_sweep import LABEL
 
 __all__ = ["docker_client_fixture", "count_rows", "between", "our_containers"]
 

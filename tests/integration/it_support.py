@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_pgrestore.demo.source import SourceCluster
+from pytest_pgrestore.demo._source import SourceCluster
 
 
 @dataclass
@@ -61,7 +61,7 @@ def copy_repo(sc: Scenario, dest: Path) -> Path:
 
 def run_dirs(workroot: Path) -> list[str]:
     runs = workroot / "runs"
-    from pytest_pgrestore.restore.rundir import list_run_dirs
+    from pytest_pgrestore.restore._rundir import list_run_dirs
 
     return [str(p.relative_to(runs)) for p in list_run_dirs(runs)]
 

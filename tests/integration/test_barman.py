@@ -16,10 +16,10 @@ import pytest
 from it_support import our_postgres_processes, run_dirs
 from tool_support import BarmanCloud, ToolScenario, barman_source, history, self_signed_cert
 
-from pytest_pgrestore.demo.seaweed import SeaweedS3
+from pytest_pgrestore.demo._seaweed import SeaweedS3
 from pytest_pgrestore.errors import FormatError, PreflightError
-from pytest_pgrestore.formats.barman import ServerError
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.formats._barman import ServerError
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not (Path(sys.executable).parent / "barman-cloud-backup").exists(),

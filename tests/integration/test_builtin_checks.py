@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 from checks_support import build_demo_backup, copy_backup, damage
 
-from pytest_pgrestore.checks.corruption import verify_checksums
+from pytest_pgrestore.checks._corruption import verify_checksums
 from pytest_pgrestore.errors import CheckSkipped
-from pytest_pgrestore.restore.restorer import Restorer
-from pytest_pgrestore.settings.options import resolve_settings
+from pytest_pgrestore.restore._restorer import Restorer
+from pytest_pgrestore.settings._options import resolve_settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import secrets
 
 import pytest
 
-from pytest_pgrestore.evidence import record as evidence
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.evidence import _record as evidence
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +77,9 @@ def test_a_cached_backup_skips_the_download_until_an_object_changes(private_copy
 
 
 def test_a_read_cut_short_leaves_no_entry(pg15, seaweed, tmp_path):
-    from pytest_pgrestore.restore.cache import BackupCache
-    from pytest_pgrestore.restore.fetch import FetchLayer
-    from pytest_pgrestore.store.s3 import S3Store
+    from pytest_pgrestore.restore._cache import BackupCache
+    from pytest_pgrestore.restore._fetch import FetchLayer
+    from pytest_pgrestore.store._s3 import S3Store
 
     store = S3Store("drills", "pg15", env=pg15.s3_env)
     cache = BackupCache(tmp_path / "cache")

@@ -12,9 +12,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_pgrestore.checks import hygiene
+from pytest_pgrestore.checks import _hygiene as hygiene
 from pytest_pgrestore.errors import CheckSkipped
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +127,6 @@ def test_required_level_kms_and_the_client_stays_read_only(buckets):
 
 
 def _settings(source: str, env: dict):
-    from pytest_pgrestore.settings.options import resolve_settings
+    from pytest_pgrestore.settings._options import resolve_settings
 
     return resolve_settings(cli={"source": source}, env=env, ini={})

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from it_support import our_postgres_processes
 
-from pytest_pgrestore.restore.rundir import free_port, list_run_dirs
+from pytest_pgrestore.restore._rundir import free_port, list_run_dirs
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from it_support import copy_repo, run_dirs
 
 from pytest_pgrestore.errors import CorruptBackup
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 

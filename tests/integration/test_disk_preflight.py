@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from it_support import our_postgres_processes
 
-from pytest_pgrestore.restore.diskcheck import DiskSpaceError
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore._diskcheck import DiskSpaceError
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 

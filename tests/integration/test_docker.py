@@ -13,7 +13,7 @@ import pytest
 from docker_it import between, count_rows, docker_client_fixture, our_containers  # noqa: F401 (a fixture)
 from it_support import Scenario, build_scenario, our_postgres_processes, run_dirs
 
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ def test_kept_run_keeps_its_container_running(pg15, settings_factory, docker_cli
     try:
         assert container.status == "running"
         assert (inst.run_dir / "keep").exists()
-        from pytest_pgrestore.runtimes.docker_sweep import sweep_containers
+        from pytest_pgrestore.runtimes._docker_sweep import sweep_containers
 
         assert sweep_containers(docker_client) == []  # its harness (us) is alive; and it is kept
         with inst.connect() as conn:
@@ -139,11 +139,11 @@ def test_kept_run_keeps_its_container_running(pg15, settings_factory, docker_cli
 
 @pytest.mark.parametrize("mode", ["bind", "copy"])
 def test_pg_checksums_runs_inside_the_container_on_the_stopped_cluster(workroot, settings_factory, mode):
-    from pytest_pgrestore.checks.corruption import verify_checksums
+    from pytest_pgrestore.checks._corruption import verify_checksums
 
     root = workroot / "docker-checksums"
     if not (root / "repo").exists():
-        from pytest_pgrestore.demo.source import SourceCluster
+        from pytest_pgrestore.demo._source import SourceCluster
 
         with SourceCluster(root / "src", repo=root / "repo", major=18) as src:  # checksums on
             src.commit_rows(3)

@@ -20,9 +20,9 @@ from docker_it import count_rows, docker_client_fixture, our_containers  # noqa:
 from it_support import copy_repo, our_postgres_processes, run_dirs
 
 from pytest_pgrestore.errors import BinariesNotFound, PgRestoreError, RestoreFailed
-from pytest_pgrestore.restore.instance import Hooks
-from pytest_pgrestore.runtimes.docker import DockerUnavailable, ImageUnavailable
-from pytest_pgrestore.runtimes.docker_sweep import LABEL, run_labels
+from pytest_pgrestore.restore._instance import Hooks
+from pytest_pgrestore.runtimes._docker import DockerUnavailable, ImageUnavailable
+from pytest_pgrestore.runtimes._docker_sweep import LABEL, run_labels
 
 pytestmark = pytest.mark.integration
 
@@ -148,9 +148,9 @@ def test_twin_container_killed_mid_recovery_fails_and_leaves_nothing(pg15, setti
 # -- the harness SIGKILLed mid-drill ---------------------------------------------------------------
 _HARNESS = """
 import sys, time
-from pytest_pgrestore.settings.options import resolve_settings
-from pytest_pgrestore.restore.instance import Hooks
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.settings._options import resolve_settings
+from pytest_pgrestore.restore._instance import Hooks
+from pytest_pgrestore.restore._restorer import Restorer
 
 source, workdir, late = sys.argv[1:4]
 settings = resolve_settings(cli={{"source": source, "workdir": workdir, "runtime": "docker",

@@ -22,8 +22,8 @@ import pytest
 from it_support import copy_repo, our_postgres_processes, run_dirs
 
 from pytest_pgrestore.errors import CorruptBackup, RestoreFailed
-from pytest_pgrestore.restore.instance import Hooks
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore._instance import Hooks
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 

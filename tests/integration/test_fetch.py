@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 from fault_proxy import DropRule, FaultProxy
 
-from pytest_pgrestore.restore.fetch import FetchLayer, _PartReader
-from pytest_pgrestore.store.local import LocalStore
-from pytest_pgrestore.store.s3 import ObjectChanged, S3Store
+from pytest_pgrestore.restore._fetch import FetchLayer, _PartReader
+from pytest_pgrestore.store._local import LocalStore
+from pytest_pgrestore.store._s3 import ObjectChanged, S3Store
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from pytest_pgrestore.demo.source import SourceCluster
+from pytest_pgrestore.demo._source import SourceCluster
 from pytest_pgrestore.errors import PreflightError
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pytest_pgrestore.restore.instance import RestoredInstance
-from pytest_pgrestore.restore.restorer import Restorer
-from pytest_pgrestore.settings.options import resolve_settings
+from pytest_pgrestore.restore._instance import RestoredInstance
+from pytest_pgrestore.restore._restorer import Restorer
+from pytest_pgrestore.settings._options import resolve_settings
 
 ROLES = [f"drill_role_{i}" for i in range(12)]
 #: a space, an equals sign, a single and a double quote, a backslash: each must stay one name

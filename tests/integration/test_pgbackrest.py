@@ -18,10 +18,10 @@ import pytest
 from it_support import our_postgres_processes, run_dirs
 from tool_support import PgBackRest, ToolScenario, chown_tree, history, pgbackrest_source, self_signed_cert
 
-from pytest_pgrestore.demo.seaweed import SeaweedS3
+from pytest_pgrestore.demo._seaweed import SeaweedS3
 from pytest_pgrestore.errors import CorruptBackup, FormatError, PreflightError, RestoreFailed
-from pytest_pgrestore.formats.pgbackrest import StanzaError, UnsupportedRepository
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.formats._pgbackrest import StanzaError, UnsupportedRepository
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("pgbackrest") is None, reason="apt-get install pgbackrest")]
@@ -174,7 +174,7 @@ def file_path(request, monkeypatch):
     """Which of the two ways a file is copied: small files are read and decoded in one call, large
     ones streamed; "streamed" sends every file, however small, down the streaming path."""
     if request.param == "streamed":
-        from pytest_pgrestore.formats import pgbackrest
+        from pytest_pgrestore.formats import _pgbackrest as pgbackrest
 
         monkeypatch.setattr(pgbackrest, "_WHOLE", -1)
     return request.param
@@ -201,7 +201,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_native_restore_matches_pgbackrest_restore(pgbr_posix, workroot):
     """Every file our reader writes, tablespace included, is byte-identical to `pgbackrest restore`'s."""
     from pytest_pgrestore.formats import get_format
-    from pytest_pgrestore.store.local import LocalStore
+    from pytest_pgrestore.store._local import LocalStore
 
     label = pgbr_posix.backups["b2"]  # a diff backup: files from two backups
     ours, theirs, theirs_ts = workroot / "cmp-ours", workroot / "cmp-theirs", workroot / "cmp-theirs-ts"
@@ -398,7 +398,7 @@ def test_an_uncompressed_bundled_repository_restores(workroot, settings_factory)
 
 # -- the GETs themselves, over TLS: ours on one kept-alive connection, refused for a foreign CA ------
 def _lean_watch(monkeypatch):
-    from pytest_pgrestore.store import s3_lean
+    from pytest_pgrestore.store import _s3_lean as s3_lean
 
     seen = {"connections": 0, "handed_back": 0}
     opened, get = s3_lean._Connection.open.__func__, s3_lean.LeanGet.get
@@ -418,7 +418,7 @@ def _lean_watch(monkeypatch):
 
 
 def test_s3_tls_gets_are_sent_by_us_on_one_kept_alive_connection(tls_s3, monkeypatch):
-    from pytest_pgrestore.store.s3 import S3Store
+    from pytest_pgrestore.store._s3 import S3Store
 
     tls_s3.create_bucket("leantls")
     client = tls_s3.admin_client()
@@ -438,7 +438,7 @@ def test_s3_tls_gets_are_sent_by_us_on_one_kept_alive_connection(tls_s3, monkeyp
 
 def test_twin_s3_tls_with_another_ca_is_refused_by_us_and_explained_by_the_client(tls_s3, workroot, monkeypatch):
     from pytest_pgrestore.errors import SourceError
-    from pytest_pgrestore.store.s3 import S3Store
+    from pytest_pgrestore.store._s3 import S3Store
 
     foreign, _ = self_signed_cert(workroot / "foreign-ca")
     tls_s3.create_bucket("leantls-twin")

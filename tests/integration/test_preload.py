@@ -13,10 +13,10 @@ import psycopg
 import pytest
 from it_support import our_postgres_processes, run_dirs
 
-from pytest_pgrestore.demo.source import SourceCluster
+from pytest_pgrestore.demo._source import SourceCluster
 from pytest_pgrestore.errors import RestoreFailed
-from pytest_pgrestore.restore.manager import key_for
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore._manager import key_for
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 

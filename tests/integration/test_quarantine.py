@@ -28,10 +28,10 @@ import pytest
 from it_support import our_postgres_processes, run_dirs
 from psycopg import sql
 
-from pytest_pgrestore.demo.source import SourceCluster
-from pytest_pgrestore.restore.restorer import Restorer
-from pytest_pgrestore.restore.rundir import free_port
-from pytest_pgrestore.runtimes.local import server_owner
+from pytest_pgrestore.demo._source import SourceCluster
+from pytest_pgrestore.restore._restorer import Restorer
+from pytest_pgrestore.restore._rundir import free_port
+from pytest_pgrestore.runtimes._local import server_owner
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from fault_proxy import DropRule, FaultProxy
 
-from pytest_pgrestore.store.s3 import ObjectChanged, S3Store
+from pytest_pgrestore.store._s3 import ObjectChanged, S3Store
 
 pytestmark = pytest.mark.integration
 

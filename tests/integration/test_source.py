@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgrestore.demo.source import (
+from pytest_pgrestore.demo._source import (
     DEMO_APP_ROLE,
     DEMO_COUNTS,
     DEMO_JOB_STATUS,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgrestore.demo.seaweed import SeaweedS3, SeaweedStartError
+from pytest_pgrestore.demo._seaweed import SeaweedS3, SeaweedStartError
 from pytest_pgrestore.errors import AccessDenied, SourceNotFound, SourceUnreachable, UsageError
-from pytest_pgrestore.store.local import LocalStore
-from pytest_pgrestore.store.s3 import ObjectChanged, S3Store
+from pytest_pgrestore.store._local import LocalStore
+from pytest_pgrestore.store._s3 import ObjectChanged, S3Store
 
 pytestmark = pytest.mark.integration
 

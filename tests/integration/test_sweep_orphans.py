@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from it_support import our_postgres_processes
 
-from pytest_pgrestore.restore.rundir import list_run_dirs, sweep_stale
+from pytest_pgrestore.restore._rundir import list_run_dirs, sweep_stale
 
 pytestmark = pytest.mark.integration
 
 HARNESS = """
 import sys, time
 from pathlib import Path
-from pytest_pgrestore.settings.options import resolve_settings
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.settings._options import resolve_settings
+from pytest_pgrestore.restore._restorer import Restorer
 
 settings = resolve_settings(cli={"source": sys.argv[1], "target": "immediate", "workdir": sys.argv[2]},
                             env={}, ini={})

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgrestore.demo.source import SourceCluster
+from pytest_pgrestore.demo._source import SourceCluster
 from pytest_pgrestore.errors import CorruptBackup
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgrestore.restore.restorer import Restorer
-from pytest_pgrestore.settings.target import RestoreTarget
+from pytest_pgrestore.restore._restorer import Restorer
+from pytest_pgrestore.settings._target import RestoreTarget
 
 pytestmark = pytest.mark.integration
 

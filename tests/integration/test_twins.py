@@ -17,8 +17,8 @@ import pytest
 from it_support import copy_repo, our_postgres_processes, run_dirs
 
 from pytest_pgrestore.errors import PgRestoreError, PreflightError, RestoreFailed
-from pytest_pgrestore.restore.instance import Hooks
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.restore._instance import Hooks
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def test_twin_gap_in_the_needed_wal_is_refused_naming_the_segment(pg15, settings
 # -- a promoted timeline ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def promoted(workroot):
-    from pytest_pgrestore.demo.source import SourceCluster
+    from pytest_pgrestore.demo._source import SourceCluster
 
     root = workroot / "promoted"
     root.mkdir()
@@ -224,7 +224,7 @@ def test_twin_missing_role_fails_naming_the_option(pg15, settings_factory):
 def test_twin_newest_segment_zeroed_after_a_commit_is_not_reached(pg15, settings_factory):
     """The newest segment's tail zeroed (a short write padded out): replay stops inside it with a
     tidy-looking 'invalid record length … got 0' and never asks for the next segment."""
-    from pytest_pgrestore.settings.target import parse_lsn
+    from pytest_pgrestore.settings._target import parse_lsn
 
     repo = copy_repo(pg15, Path(f"/tmp/pgr-twin-{os.getpid()}-zero"))
     try:

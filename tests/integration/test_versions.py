@@ -16,9 +16,9 @@ import pytest
 from it_support import Scenario, build_scenario, copy_repo, our_postgres_processes, run_dirs
 
 from pytest_pgrestore.errors import BinariesNotFound, PreflightError, RestoreFailed
-from pytest_pgrestore.restore.instance import Hooks
-from pytest_pgrestore.restore.restorer import Restorer
-from pytest_pgrestore.settings.target import format_lsn
+from pytest_pgrestore.restore._instance import Hooks
+from pytest_pgrestore.restore._restorer import Restorer
+from pytest_pgrestore.settings._target import format_lsn
 
 pytestmark = pytest.mark.integration
 

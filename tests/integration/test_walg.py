@@ -14,8 +14,8 @@ import pytest
 from walg_writer import build_source
 
 from pytest_pgrestore.errors import CorruptBackup, PreflightError
-from pytest_pgrestore.formats.walg import EncryptedWithoutKey, UnsupportedEncryption
-from pytest_pgrestore.restore.restorer import Restorer
+from pytest_pgrestore.formats._walg import EncryptedWithoutKey, UnsupportedEncryption
+from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def test_walg_backup_name_and_latest(walg, seaweed, settings_factory):
 
 def test_walg_environment_alone_is_enough(walg, seaweed, workroot):
     """A team's WAL-G variables, unchanged: WALG_S3_PREFIX, AWS_ENDPOINT, path style, region, concurrency."""
-    from pytest_pgrestore.settings.options import resolve_settings
+    from pytest_pgrestore.settings._options import resolve_settings
 
     src, layout = walg
     url, _ = layout("libsodium", backups=(0, 2), **method_kw("libsodium"))

@@ -2,7 +2,7 @@
 
 * :func:`self_signed_cert` — a certificate for 127.0.0.1, for SeaweedFS's HTTPS S3 port
   (pgBackRest speaks S3 only over TLS).
-* :class:`ToolSource` — a :class:`~pytest_pgrestore.demo.source.SourceCluster` whose
+* :class:`ToolSource` — a :class:`~pytest_pgrestore.demo._source.SourceCluster` whose
   archive_command is a backup tool's own (``pgbackrest archive-push %p``,
   ``barman-cloud-wal-archive …``) instead of the demo's copy script.
 * :class:`PgBackRest` / :class:`BarmanCloud` — the real tools, configured for one source.
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timezone
 from pathlib import Path
 
-from pytest_pgrestore.demo.source import DemoSourceError, SourceCluster
+from pytest_pgrestore.demo._source import DemoSourceError, SourceCluster
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # the dev venv's interpreter lives under /root (0700)
 

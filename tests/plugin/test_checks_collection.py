@@ -142,7 +142,7 @@ def test_bad_option_value_is_a_usage_error_that_explains_the_bare_flag(pytester)
 def test_checks_from_env_and_ini_with_their_origin(pytester, monkeypatch):
     monkeypatch.setenv("PGRESTORE_CHECKS", "hygiene, corruption")
     config = pytester.parseconfigure()
-    settings = config.stash[__import__("pytest_pgrestore.pytest_plugin.items", fromlist=["_SETTINGS"])._SETTINGS]
+    settings = config.stash[__import__("pytest_pgrestore.pytest_plugin._items", fromlist=["_SETTINGS"])._SETTINGS]
     assert settings.checks == ("corruption", "hygiene")
     assert "restore-checks: corruption,hygiene (from env PGRESTORE_CHECKS)" in settings.report_lines()
 

@@ -20,7 +20,7 @@ def test_sigterm_stops_postgres_and_removes_the_run_dir(pytester, scenario, work
 
 
 TEARDOWN_TROUBLE = """
-from pytest_pgrestore.restore.manager import RestoreManager
+from pytest_pgrestore.restore._manager import RestoreManager
 
 _close = RestoreManager.close
 

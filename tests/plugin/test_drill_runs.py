@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from plugin_support import copy_repo, leftovers, our_postgres_processes, run_dirs, wait_for
 
-from pytest_pgrestore.restore.rundir import list_run_dirs
+from pytest_pgrestore.restore._rundir import list_run_dirs
 
 
 @pytest.fixture
@@ -293,7 +293,7 @@ import signal
 import time
 
 from pytest_pgrestore import _faults
-from pytest_pgrestore.formats import tar_materialize
+from pytest_pgrestore.formats import _tar_materialize as tar_materialize
 
 _extract = tar_materialize.extract_tar
 

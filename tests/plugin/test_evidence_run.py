@@ -28,7 +28,7 @@ import jsonschema
 import pytest
 from plugin_support import kill_our_postgres, leftovers
 
-from pytest_pgrestore.demo.source import SourceCluster
+from pytest_pgrestore.demo._source import SourceCluster
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "evidence.schema.json").read_text())
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLE"  # a fake AWS secret key in every inner run

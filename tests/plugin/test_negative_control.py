@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from plugin_support import leftovers
 
-from pytest_pgrestore.settings.target import RestoreTarget
+from pytest_pgrestore.settings._target import RestoreTarget
 
 DRILLS = """
 import pytest
@@ -31,9 +31,9 @@ def test_time(restored_db):
 """
 
 BLIND_VERDICT = """
-import pytest_pgrestore.restore.attempt as attempt
-from pytest_pgrestore.restore.result import Outcome
-from pytest_pgrestore.restore.verdict import Verdict
+import pytest_pgrestore.restore._attempt as attempt
+from pytest_pgrestore.restore._result import Outcome
+from pytest_pgrestore.restore._verdict import Verdict
 
 
 def _blind(obs, target, **kwargs):  # a drill that stopped looking: every restore "reached" its target

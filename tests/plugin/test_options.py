@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgrestore.settings.options import OPTIONS
+from pytest_pgrestore.settings._options import OPTIONS
 
 
 def header(pytester: pytest.Pytester, *args: str) -> list[str]:

@@ -137,9 +137,9 @@ def test_formats_never_ask_what_kind_of_store_they_read():
 def test_a_store_with_a_write_method_is_refused():
     import pytest
 
-    from pytest_pgrestore.store.base import ObjectStore
-    from pytest_pgrestore.store.local import LocalStore
-    from pytest_pgrestore.store.s3 import S3Store
+    from pytest_pgrestore.store._base import ObjectStore
+    from pytest_pgrestore.store._local import LocalStore
+    from pytest_pgrestore.store._s3 import S3Store
 
     with pytest.raises(TypeError, match="put_object: a backup store is read-only"):
         class Writable(LocalStore):  # noqa: F841
@@ -151,7 +151,20 @@ def test_a_store_with_a_write_method_is_refused():
 
 def test_every_tar_format_materializes_through_one_step():
     """basebackup, barman and WAL-G fetch and extract their tars through tar_materialize."""
-    for module in ("basebackup.py", "barman.py", "walg_fetch.py"):
+    for module in ("_basebackup.py", "_barman.py", "_walg_fetch.py"):
         text = (PACKAGE / "formats" / module).read_text()
         assert "extract_tars(" in text, module
         assert "run_jobs(" not in text, module  # (catalog reads of small files may use a pool of their own)
+
+
+def test_what_is_internal_is_named_so():
+    """Inside the stage folders every module starts with _, but the drills' assertion helpers;
+    the public API is what the package exports."""
+    import pytest_pgrestore
+
+    public = {"assertions.py", "__init__.py", "__main__.py"}
+    named = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.glob("*/*.py")
+                   if p.name not in public and not p.name.startswith("_"))
+    assert named == []
+    for name in pytest_pgrestore.__all__:
+        assert getattr(pytest_pgrestore, name) is not None, name

@@ -9,14 +9,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pytest_pgrestore.formats.basebackup import (
+from pytest_pgrestore.formats._basebackup import (
     parse_backup_history,
     parse_long_header,
     parse_pg_time,
     parse_wal_ranges,
 )
-from pytest_pgrestore.formats.catalog import XLOG_PAGE_MAGIC
-from pytest_pgrestore.formats.wal import infer_segment_size
+from pytest_pgrestore.formats._catalog import XLOG_PAGE_MAGIC
+from pytest_pgrestore.formats._wal import infer_segment_size
 
 UTC = timezone.utc
 

@@ -18,7 +18,7 @@ import pytest
 import zstandard
 
 from pytest_pgrestore.errors import CorruptBackup, FormatError, PgRestoreError
-from pytest_pgrestore.formats.codecs import (
+from pytest_pgrestore.formats._codecs import (
     COMPRESSION_SUFFIXES,
     copy_stream,
     detect_codec,

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from pytest_pgrestore.errors import NoSourceConfigured, UsageError
-from pytest_pgrestore.settings.options import (
+from pytest_pgrestore.settings._options import (
     OPTIONS,
     WALG_SOURCE_VARS,
     OptionSpec,
@@ -21,7 +21,7 @@ from pytest_pgrestore.settings.options import (
     parse_source,
     resolve_settings,
 )
-from pytest_pgrestore.settings.target import RestoreTarget, TargetError
+from pytest_pgrestore.settings._target import RestoreTarget, TargetError
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"

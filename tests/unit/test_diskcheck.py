@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgrestore.restore.diskcheck import DiskSpaceError, Need, check_disk, manifest_size, spool_bytes
+from pytest_pgrestore.restore._diskcheck import DiskSpaceError, Need, check_disk, manifest_size, spool_bytes
 
 
 def manifest(sizes: list[int]) -> bytes:

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from pytest_pgrestore.errors import UsageError
-from pytest_pgrestore.restore.spool import write_wrapper
-from pytest_pgrestore.runtimes.container import SUPERVISOR
-from pytest_pgrestore.runtimes.docker import scram_verifier
-from pytest_pgrestore.runtimes.docker_sweep import LABEL, is_leftover, process_start, run_labels
-from pytest_pgrestore.settings.options import resolve_settings
+from pytest_pgrestore.restore._spool import write_wrapper
+from pytest_pgrestore.runtimes._container import SUPERVISOR
+from pytest_pgrestore.runtimes._docker import scram_verifier
+from pytest_pgrestore.runtimes._docker_sweep import LABEL, is_leftover, process_start, run_labels
+from pytest_pgrestore.settings._options import resolve_settings
 
 SEGMENT = "000000010000000000000005"
 

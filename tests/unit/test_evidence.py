@@ -13,14 +13,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pytest_pgrestore.evidence import record as evidence
-from pytest_pgrestore.evidence import report
-from pytest_pgrestore.evidence.alert import pagerduty_event, webhook_payload
-from pytest_pgrestore.restore.measure import consistent_at, recency
-from pytest_pgrestore.restore.restorer import _Phases
-from pytest_pgrestore.restore.result import Outcome, RestoreResult
-from pytest_pgrestore.settings.options import resolve_settings
-from pytest_pgrestore.settings.target import RestoreTarget
+from pytest_pgrestore.evidence import _record as evidence
+from pytest_pgrestore.evidence import _report as report
+from pytest_pgrestore.evidence._alert import pagerduty_event, webhook_payload
+from pytest_pgrestore.restore._measure import consistent_at, recency
+from pytest_pgrestore.restore._restorer import _Phases
+from pytest_pgrestore.restore._result import Outcome, RestoreResult
+from pytest_pgrestore.settings._options import resolve_settings
+from pytest_pgrestore.settings._target import RestoreTarget
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "evidence.schema.json").read_text())
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
@@ -229,7 +229,7 @@ MINE = ("report", "max_rto", "max_rpo", "heartbeat_query", "metrics", "alert_web
 
 @pytest.mark.parametrize("name", MINE)
 def test_the_configuration_reference_lists_the_option_with_its_names(name):
-    from pytest_pgrestore.settings.options import OPTIONS
+    from pytest_pgrestore.settings._options import OPTIONS
 
     spec = next(s for s in OPTIONS if s.name == name)
     text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()

@@ -6,11 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pytest_pgrestore.checks import hygiene
-from pytest_pgrestore.checks.expectations import parse_declaration, parse_size
+from pytest_pgrestore.checks import _hygiene as hygiene
+from pytest_pgrestore.checks._expectations import parse_declaration, parse_size
 from pytest_pgrestore.errors import UsageError
-from pytest_pgrestore.formats.catalog import Backup, Catalog, WalArchive, WalSegment
-from pytest_pgrestore.settings.options import resolve_settings
+from pytest_pgrestore.formats._catalog import Backup, Catalog, WalArchive, WalSegment
+from pytest_pgrestore.settings._options import resolve_settings
 
 ALL = ("expectations", "corruption", "hygiene")
 

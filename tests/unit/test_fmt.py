@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_pgrestore._fmt import decimal_bytes, human_bytes, human_duration, option_duration, short_duration
-from pytest_pgrestore.settings.options import parse_duration
+from pytest_pgrestore.settings._options import parse_duration
 
 
 @pytest.mark.parametrize(("n", "text"), [

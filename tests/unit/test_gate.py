@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pytest_pgrestore.cli.main import main
+from pytest_pgrestore.cli._main import main
 from pytest_pgrestore.errors import UsageError
-from pytest_pgrestore.evidence import record as evidence
-from pytest_pgrestore.evidence.gate import Evidence, decide, evidence_location
+from pytest_pgrestore.evidence import _record as evidence
+from pytest_pgrestore.evidence._gate import Evidence, decide, evidence_location
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 SOURCE = "s3://backups/pg/main"

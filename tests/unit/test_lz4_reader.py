@@ -14,7 +14,7 @@ import struct
 import lz4.frame
 import pytest
 
-from pytest_pgrestore.formats.codecs import Lz4Reader
+from pytest_pgrestore.formats._codecs import Lz4Reader
 
 PAYLOAD = (b"pgbench_accounts" * 5000 + os.urandom(70_000)) * 5  # compressible and not, ~750 KB
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from test_plan import SEG, archive, backup, catalog, seg_time
 
-from pytest_pgrestore.formats.wal import segment_name
-from pytest_pgrestore.restore.negative import NegativeControlFailed, choose_withheld
-from pytest_pgrestore.restore.plan import make_plan
-from pytest_pgrestore.restore.result import RestoreResult
-from pytest_pgrestore.settings.target import RestoreTarget, format_lsn
+from pytest_pgrestore.formats._wal import segment_name
+from pytest_pgrestore.restore._negative import NegativeControlFailed, choose_withheld
+from pytest_pgrestore.restore._plan import make_plan
+from pytest_pgrestore.restore._result import RestoreResult
+from pytest_pgrestore.settings._target import RestoreTarget, format_lsn
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pytest_pgrestore import _faults
-from pytest_pgrestore.formats.parallel import run_jobs
+from pytest_pgrestore.formats._parallel import run_jobs
 
 
 def _alive(name: str) -> list[str]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from pytest_pgrestore.errors import CorruptBackup
-from pytest_pgrestore.formats.barman import _tablespaces
-from pytest_pgrestore.formats.barman import parse_backup_info as parse_barman_info
-from pytest_pgrestore.formats.pgbackrest_info import (
+from pytest_pgrestore.formats._barman import _tablespaces
+from pytest_pgrestore.formats._barman import parse_backup_info as parse_barman_info
+from pytest_pgrestore.formats._pgbackrest_info import (
     UnsupportedRepository,
     parse_archive_info,
     parse_backup_info,

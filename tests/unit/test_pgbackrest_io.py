@@ -10,7 +10,7 @@ import lz4.frame
 import pytest
 import zstandard
 
-from pytest_pgrestore.formats.pgbackrest_io import decode_whole
+from pytest_pgrestore.formats._pgbackrest_io import decode_whole
 
 DATA = os.urandom(3000) * 7
 ENCODED = {"lz4": lz4.frame.compress(DATA), "zst": zstandard.ZstdCompressor().compress(DATA),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pytest_pgrestore.errors import UsageError
-from pytest_pgrestore.restore.pgconf import configured_value, parse_conf_line, split_list
-from pytest_pgrestore.restore.recover import describe_preload, missing_preload, server_settings
-from pytest_pgrestore.settings.options import resolve_settings
+from pytest_pgrestore.restore._pgconf import configured_value, parse_conf_line, split_list
+from pytest_pgrestore.restore._recover import describe_preload, missing_preload, server_settings
+from pytest_pgrestore.settings._options import resolve_settings
 
 
 @pytest.mark.parametrize("line, parsed", [

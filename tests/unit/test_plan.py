@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pytest_pgrestore.errors import PreflightError, UsageError
-from pytest_pgrestore.formats.catalog import Backup, Catalog, WalArchive, WalSegment
-from pytest_pgrestore.formats.wal import parse_history, segment_name
-from pytest_pgrestore.restore.plan import ARCHIVE_END_MARGIN, MIN_MAJOR, make_plan
-from pytest_pgrestore.settings.target import RestoreTarget, TargetError, format_lsn
+from pytest_pgrestore.formats._catalog import Backup, Catalog, WalArchive, WalSegment
+from pytest_pgrestore.formats._wal import parse_history, segment_name
+from pytest_pgrestore.restore._plan import ARCHIVE_END_MARGIN, MIN_MAJOR, make_plan
+from pytest_pgrestore.settings._target import RestoreTarget, TargetError, format_lsn
 
 UTC = timezone.utc
 MB = 1 << 20

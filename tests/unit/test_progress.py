@@ -7,8 +7,8 @@ import os
 import time
 from types import SimpleNamespace
 
-from pytest_pgrestore.restore.fetch import FetchStats
-from pytest_pgrestore.restore.progress import Progress, _fetch_line, _replay_line
+from pytest_pgrestore.restore._fetch import FetchStats
+from pytest_pgrestore.restore._progress import Progress, _fetch_line, _replay_line
 
 
 def read_all(fd: int) -> str:

@@ -7,12 +7,12 @@ import ast
 import inspect
 from pathlib import Path
 
-from pytest_pgrestore.runtimes.base import Binaries, Runtime, Server
-from pytest_pgrestore.runtimes.binaries import PgBinaries
-from pytest_pgrestore.runtimes.docker import DockerRuntime
-from pytest_pgrestore.runtimes.docker_image import Image, ImageTools
-from pytest_pgrestore.runtimes.docker_server import DockerServer
-from pytest_pgrestore.runtimes.local import LocalRuntime, LocalServer
+from pytest_pgrestore.runtimes._base import Binaries, Runtime, Server
+from pytest_pgrestore.runtimes._binaries import PgBinaries
+from pytest_pgrestore.runtimes._docker import DockerRuntime
+from pytest_pgrestore.runtimes._docker_image import Image, ImageTools
+from pytest_pgrestore.runtimes._docker_server import DockerServer
+from pytest_pgrestore.runtimes._local import LocalRuntime, LocalServer
 
 RESTORE = Path(__file__).resolve().parents[2] / "pytest_pgrestore" / "restore"
 RUNTIMES = (LocalRuntime, DockerRuntime)
@@ -41,7 +41,7 @@ def _docker_references(path: Path) -> list[str]:
 
 def test_the_restore_stage_does_not_know_docker():
     files = sorted(RESTORE.glob("*.py"))
-    assert any(p.name == "attempt.py" for p in files), "premise: the restore stage was read"
+    assert any(p.name == "_attempt.py" for p in files), "premise: the restore stage was read"
     assert [ref for path in files for ref in _docker_references(path)] == []
 
 
@@ -102,10 +102,10 @@ def test_every_server_implements_the_server_protocol():
 
 
 def test_the_attempt_calls_the_runtime_and_chooses_through_the_runtimes_package():
-    tree = ast.parse((RESTORE / "attempt.py").read_text())
+    tree = ast.parse((RESTORE / "_attempt.py").read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert {"runtimes", "runtimes.base"} <= imported
-    assert not any(m and m.startswith("runtimes.") and m != "runtimes.base" for m in imported), imported
+    assert {"runtimes", "runtimes._base"} <= imported
+    assert not any(m and m.startswith("runtimes.") and m != "runtimes._base" for m in imported), imported
     calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call)
              and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Attribute)
              and node.func.value.attr == "runtime"}
@@ -129,7 +129,7 @@ def test_every_runtimes_binaries_implement_the_binaries_protocol():
 
 def test_the_restore_stage_does_not_probe_what_its_binaries_can_do():
     """No getattr(binaries, ...): the Binaries protocol says what every runtime's binaries do."""
-    tree = ast.parse((RESTORE / "recover.py").read_text())
+    tree = ast.parse((RESTORE / "_recover.py").read_text())
     probes = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
               and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
               and isinstance(node.args[0], ast.Name) and node.args[0].id == "binaries"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgrestore.store.s3 import S3Store
+from pytest_pgrestore.store._s3 import S3Store
 
 ENV = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret-example",
        "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_pgrestore.store.s3 import S3Store
+from pytest_pgrestore.store._s3 import S3Store
 
 BODY = bytes(range(256)) * 40  # 10 KiB
 

@@ -7,7 +7,7 @@ import pickle
 import pytest
 
 from pytest_pgrestore.errors import UsageError
-from pytest_pgrestore.store.s3 import Sourced, s3_settings_from_env
+from pytest_pgrestore.store._s3 import Sourced, s3_settings_from_env
 
 
 def test_nothing_set_leaves_everything_to_aws_defaults():

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_pgrestore.errors import UsageError
-from pytest_pgrestore.restore.cache import default_cache_dir
-from pytest_pgrestore.restore.spool import WalSpool
-from pytest_pgrestore.settings.options import resolve_settings
+from pytest_pgrestore.restore._cache import default_cache_dir
+from pytest_pgrestore.restore._spool import WalSpool
+from pytest_pgrestore.settings._options import resolve_settings
 
 
 def settings(**cli):

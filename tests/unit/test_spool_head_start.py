@@ -10,7 +10,7 @@ import time
 
 from test_spool_withheld import FakePlan, FilesFormat
 
-from pytest_pgrestore.restore.spool import HEAD_START_SEGMENTS, WalSpool
+from pytest_pgrestore.restore._spool import HEAD_START_SEGMENTS, WalSpool
 
 NAMES = [f"00000001000000000000{n:04X}" for n in range(3, 3 + 30)]
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_pgrestore.restore.spool import WalSpool, Withheld, write_wrapper
+from pytest_pgrestore.restore._spool import WalSpool, Withheld, write_wrapper
 
 NAMES = [f"0000000100000000000000{n:02X}" for n in range(3, 7)]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgrestore.restore.rundir import RunDir, list_run_dirs, sweep_stale
-from pytest_pgrestore.restore.sweep import RECORD, sweep, why_over
-from pytest_pgrestore.runtimes.docker_sweep import boot_id, process_start
+from pytest_pgrestore.restore._rundir import RunDir, list_run_dirs, sweep_stale
+from pytest_pgrestore.restore._sweep import RECORD, sweep, why_over
+from pytest_pgrestore.runtimes._docker_sweep import boot_id, process_start
 
 
 def dead_pid() -> int:

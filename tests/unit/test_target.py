@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from pytest_pgrestore.errors import PgRestoreError, UsageError
-from pytest_pgrestore.settings.target import KINDS, SYNTAX, RestoreTarget, TargetError, format_lsn, parse_lsn
+from pytest_pgrestore.settings._target import KINDS, SYNTAX, RestoreTarget, TargetError, format_lsn, parse_lsn
 
 UTC = timezone.utc
 WALG = "base_000000010000000000000002"

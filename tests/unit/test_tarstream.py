@@ -9,8 +9,8 @@ import tarfile
 import pytest
 
 from pytest_pgrestore.errors import CorruptBackup
-from pytest_pgrestore.formats.codecs import extract_tar
-from pytest_pgrestore.formats.tarstream import TarStream, TruncatedTar, Writer
+from pytest_pgrestore.formats._codecs import extract_tar
+from pytest_pgrestore.formats._tarstream import TarStream, TruncatedTar, Writer
 
 
 def make(*members: tuple[str, bytes], fmt=tarfile.PAX_FORMAT) -> bytes:

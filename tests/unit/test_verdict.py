@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pytest_pgrestore.restore.result import Outcome
-from pytest_pgrestore.restore.verdict import Observation, decide, scan_log
-from pytest_pgrestore.settings.target import RestoreTarget
+from pytest_pgrestore.restore._result import Outcome
+from pytest_pgrestore.restore._verdict import Observation, decide, scan_log
+from pytest_pgrestore.settings._target import RestoreTarget
 
 UTC = timezone.utc
 SEG = 16 << 20

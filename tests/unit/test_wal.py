@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgrestore.formats.basebackup import parse_backup_history
-from pytest_pgrestore.formats.wal import (
+from pytest_pgrestore.formats._basebackup import parse_backup_history
+from pytest_pgrestore.formats._wal import (
     BACKUP_HISTORY_RE,
     HISTORY_RE,
     SegmentName,
@@ -19,7 +19,7 @@ from pytest_pgrestore.formats.wal import (
     segments_per_xlogid,
     segno_of,
 )
-from pytest_pgrestore.settings.target import parse_lsn
+from pytest_pgrestore.settings._target import parse_lsn
 
 MB = 1 << 20
 GB = 1 << 30

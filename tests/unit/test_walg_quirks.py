@@ -19,12 +19,12 @@ import pytest
 import walg_writer as W
 
 from pytest_pgrestore.errors import CorruptBackup, UsageError
-from pytest_pgrestore.formats.codecs import open_codec
-from pytest_pgrestore.formats.crypto import LibsodiumKey, SecretStreamReader
-from pytest_pgrestore.formats.walg import WalgFormat
-from pytest_pgrestore.formats.walg_layout import looks_plain, parse_sentinel, tar_kind
-from pytest_pgrestore.formats.walg_tar import LevelFilter, apply_increment, extract_walg_tar
-from pytest_pgrestore.store.local import LocalStore
+from pytest_pgrestore.formats._codecs import open_codec
+from pytest_pgrestore.formats._crypto import LibsodiumKey, SecretStreamReader
+from pytest_pgrestore.formats._walg import WalgFormat
+from pytest_pgrestore.formats._walg_layout import looks_plain, parse_sentinel, tar_kind
+from pytest_pgrestore.formats._walg_tar import LevelFilter, apply_increment, extract_walg_tar
+from pytest_pgrestore.store._local import LocalStore
 
 PAGE = 8192
 

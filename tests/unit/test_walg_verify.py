@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pytest_pgrestore.formats.catalog import Backup, WalArchive, WalSegment
-from pytest_pgrestore.formats.wal import TimelineEntry
-from pytest_pgrestore.formats.walg_verify import wal_verify
+from pytest_pgrestore.formats._catalog import Backup, WalArchive, WalSegment
+from pytest_pgrestore.formats._wal import TimelineEntry
+from pytest_pgrestore.formats._walg_verify import wal_verify
 
 SIZE = 16 << 20
 NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -69,7 +69,7 @@ def test_a_switch_not_from_our_history_is_ignored_when_the_segment_exists():
 def test_pgp_and_kms_heads_are_named_and_random_libsodium_headers_are_not():
     import os
 
-    from pytest_pgrestore.formats.walg_layout import pgp_or_kms
+    from pytest_pgrestore.formats._walg_layout import pgp_or_kms
 
     pkesk = bytes([0xC1, 0x4C, 3]) + bytes(range(8)) + bytes([1]) + bytes(100)  # v3 PKESK, RSA
     assert pgp_or_kms(pkesk) == "OpenPGP (WALG_PGP_KEY)"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_pgrestore.restore.spool import EXIT_CODES, write_wrapper
+from pytest_pgrestore.restore._spool import EXIT_CODES, write_wrapper
 
 SEGMENT = "000000010000000000000005"
 DEAD_PID = 2**22 + 12345  # above Linux's largest pid_max: never a running process

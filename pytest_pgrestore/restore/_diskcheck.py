@@ -1,0 +1,174 @@
+"""Pre-flight: is there disk space for the restore?  Decided before a byte is downloaded.
+
+A restore needs room for the uncompressed backup (PGDATA and its tablespaces, under the run
+directory or ``--pgdata``) plus the WAL spool's window (segments fetched ahead of replay), plus
+10 %.  The backup's uncompressed size comes from what the backup tool recorded:
+
+* ``basebackup``: the sum of every file's ``Size`` in ``backup_manifest`` (stream-parsed: a
+  manifest can be megabytes);
+* ``walg``: the sentinel's ``UncompressedSize`` (for a delta, summed along its chain: an upper
+  bound);
+* ``pgbackrest``: ``backup-info-size`` in ``backup.info`` (the database's full size);
+* ``barman``: ``size`` in the backup's ``backup.info``;
+* otherwise the stored (possibly compressed) size, a lower bound, and the message says so.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._fmt import human_bytes
+from ..errors import DiskSpaceError
+from ..formats._catalog import Backup, Catalog
+
+__all__ = [
+    "DiskSpaceError",
+    "Need",
+    "HEADROOM",
+    "backup_size",
+    "manifest_size",
+    "spool_bytes",
+    "check_disk",
+    "check_restore_space",
+]
+
+HEADROOM = 0.10
+_SIZE = re.compile(rb'"Size"\s*:\s*(\d+)')
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Need:
+    backup_bytes: int
+    backup_from: str  # where the size comes from
+    spool_bytes: int
+    spool_from: str
+
+    def on(self, *, data: bool, spool: bool) -> int:
+        """Bytes needed on a filesystem that holds the data and/or the spool, with the headroom."""
+        raw = (self.backup_bytes if data else 0) + (self.spool_bytes if spool else 0)
+        return int(raw * (1 + HEADROOM))
+
+
+def manifest_size(stream) -> int:
+    """The sum of ``"Size": N`` in a backup_manifest, read as a stream in 1 MiB pieces."""
+    total, pending = 0, b""
+    while chunk := stream.read(_CHUNK):
+        data = pending + chunk
+        safe = len(data) - 64  # a match ending past here may still grow (its digits cut off)
+        keep = max(safe, 0)
+        for m in _SIZE.finditer(data):
+            if m.end() >= safe:
+                keep = m.start()
+                break
+            total += int(m.group(1))
+            keep = max(m.end(), keep)
+        pending = data[keep:]
+    return total + sum(int(m.group(1)) for m in _SIZE.finditer(pending))
+
+
+def backup_size(fmt, catalog: Catalog, backup: Backup) -> tuple[int, str]:
+    """(uncompressed bytes, where that comes from) of ``backup``."""
+    store = getattr(fmt, "store", None)
+    manifest = backup.details.get("manifest")
+    if catalog.format == "basebackup" and manifest and store is not None:
+        with store.open(manifest) as raw:
+            return manifest_size(raw), f"the sum of Size in {manifest}"
+    if catalog.format == "walg" and backup.size is not None:
+        return _walg_chain_size(catalog, backup)
+    if catalog.format == "barman" and store is not None:
+        size = _barman_size(store, backup)
+        if size is not None:
+            return size, "size in the backup's backup.info"
+    if backup.size is not None:
+        return backup.size, f"the {catalog.format} backup's recorded size"
+    return backup.stored_bytes, "its stored size (compressed: the real need is larger)"
+
+
+def _walg_chain_size(catalog: Catalog, backup: Backup) -> tuple[int, str]:
+    total, seen = 0, set()
+    b: Backup | None = backup
+    while b is not None and b.name not in seen:
+        seen.add(b.name)
+        total += b.size or b.stored_bytes
+        parent = b.details.get("delta_from")
+        b = catalog.backup(parent) if parent else None
+    how = "UncompressedSize in the sentinel" + (
+        f"s of its {len(seen)}-backup delta chain" if len(seen) > 1 else ""
+    )
+    return total, how
+
+
+def _barman_size(store, backup: Backup) -> int | None:
+    tars = backup.details.get("tars") or {}
+    key = next(iter(tars.values()), None)
+    if not key:
+        return None
+    info = key.rsplit("/", 1)[0] + "/backup.info"
+    try:
+        with store.open(info) as raw:
+            text = raw.read(1 << 20).decode("utf-8", "replace")
+    except Exception:  # only an estimate: fall back to the stored size
+        return None
+    m = re.search(r"^size=(\d+)$", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def spool_bytes(segments: int, segment_size: int) -> tuple[int, str]:
+    """The most WAL the spool holds at once: its prefetch window plus the downloads in flight."""
+    from ._spool import WalSpool
+
+    params = inspect.signature(WalSpool.__init__).parameters
+    window = params["window"].default + 1 + params["concurrency"].default
+    n = min(segments, window)
+    return n * segment_size, f"{n} × {human_bytes(segment_size)} WAL segments"
+
+
+def _free(path: Path) -> tuple[Path, int, int]:
+    """(existing directory, its device, free bytes for us) for ``path`` or its nearest ancestor."""
+    p = path
+    while not p.exists():
+        p = p.parent
+    st = os.statvfs(p)
+    return p, os.stat(p).st_dev, st.f_bavail * st.f_frsize
+
+
+def check_disk(need: Need, *, workdir: Path, pgdata: Path | None = None, backup_name: str = "") -> None:
+    """Raise :class:`DiskSpaceError` unless each filesystem has room for what lands on it."""
+    places = {"spool": _free(workdir), "data": _free(pgdata) if pgdata is not None else _free(workdir)}
+    devices: dict[int, tuple[Path, int, set[str]]] = {}
+    for what, (path, dev, free) in places.items():
+        devices.setdefault(dev, (path, free, set()))[2].add(what)
+    for path, free, holds in devices.values():
+        needed = need.on(data="data" in holds, spool="spool" in holds)
+        if free >= needed:
+            continue
+        parts = []
+        if "data" in holds:
+            parts.append(
+                f"backup {backup_name} uncompressed {human_bytes(need.backup_bytes)} ({need.backup_from})"
+            )
+        if "spool" in holds:
+            parts.append(f"WAL spool window {human_bytes(need.spool_bytes)} ({need.spool_from})")
+        raise DiskSpaceError(
+            f"not enough free disk space for the restore: {path} has {human_bytes(free)} free, the restore needs "
+            f"{human_bytes(needed)}",
+            checked=" + ".join(parts) + f" + {HEADROOM:.0%}, against the free space of {path} (statvfs)",
+            fix="free space there, or point --restore-workdir (env PGRESTORE_WORKDIR) at a larger filesystem",
+        )
+
+
+def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: Path | None = None) -> str:
+    """The disk pre-flight of one planned restore; returns what was checked (for the evidence)."""
+    size, how = backup_size(fmt, catalog, plan.backup)
+    spool, spool_how = spool_bytes(len(plan.segments), catalog.wal.segment_size or 16 << 20)
+    need = Need(size, how, spool, spool_how)
+    check_disk(need, workdir=workdir, pgdata=pgdata, backup_name=plan.backup.name)
+    return (
+        f"{human_bytes(need.on(data=True, spool=True))} needed (backup {human_bytes(size)} from {how}, "
+        f"spool {human_bytes(spool)}, +{HEADROOM:.0%}), {human_bytes(_free(workdir)[2])} free in {workdir}"
+    )

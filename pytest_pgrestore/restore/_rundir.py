@@ -1,0 +1,162 @@
+"""The run directory: everything the restored server reads lives under one private directory.
+
+``<workdir>/<run-id>`` (default ``$TMPDIR/pgrestore-<uid>/r-…``), mode 0700, owned by the
+server user — never under pytest's basetemp or a root-only venv.  A ``run.json`` record (run id,
+boot id, harness pid and start time, expiry) lets a later run sweep away the leftovers of one that
+was killed (:mod:`.sweep`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import _faults
+from ._sweep import sweep, write_record
+
+__all__ = ["RunDir", "free_port", "sweep_stale", "list_run_dirs"]
+
+_MAX_SOCKET_PATH = 100  # sun_path is 108 bytes including ".s.PGSQL.NNNNN"
+
+
+@dataclass
+class RunDir:
+    path: Path
+    owner: tuple[int, int] | None
+    external_pgdata: Path | None = None  # a manual restore into a directory the user chose
+
+    @classmethod
+    def create(cls, workdir: Path, *, owner: tuple[int, int] | None, label: str = "",
+               pgdata: Path | None = None) -> RunDir:
+        workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(workdir, 0o755)  # the server user must traverse it to reach its own run dir
+        sweep_stale(workdir)
+        parent = _server_parent(workdir, owner)
+        name = f"r-{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
+        path = parent / name
+        made = False
+        try:  # an interrupt half-way must not leave a run dir nobody will remove
+            path.mkdir(mode=0o700)
+            made = True
+            _faults.point("rundir.created")
+            run = cls(path, owner, pgdata)
+            if pgdata is not None:
+                _claim_empty_dir(pgdata, owner)
+            from ._owner import harness_pid
+
+            (path / "harness.pid").write_text(str(harness_pid()))
+            write_record(path)  # {run id, boot id, pid, pid start, expiry}: what a later sweep trusts
+            if label:
+                (path / "label").write_text(label + "\n")
+            for sub in ("pgdata", "spool", "evidence"):
+                (path / sub).mkdir(mode=0o700)
+            run.chown_tree()
+        except BaseException:
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        return run
+
+    @property
+    def pgdata(self) -> Path:
+        return self.external_pgdata or self.path / "pgdata"
+
+    @property
+    def spool(self) -> Path:
+        return self.path / "spool"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "postgres.log"
+
+    def socket_dir(self) -> Path:
+        """A directory short enough for a unix socket path; under the run dir when possible."""
+        d = self.path / "sock"
+        if len(str(d)) + 20 > _MAX_SOCKET_PATH:
+            d = Path(tempfile.mkdtemp(prefix="pgr-", dir="/tmp"))
+            (self.path / "sock.link").write_text(str(d))
+        d.mkdir(mode=0o700, exist_ok=True)
+        if self.owner:
+            os.chown(d, *self.owner)
+        return d
+
+    def chown_tree(self) -> None:
+        if not self.owner:
+            return
+        uid, gid = self.owner
+        for root, dirs, files in os.walk(self.path):
+            if root == str(self.spool):  # the WAL spool chowns what it writes, and may be writing now
+                dirs[:] = []
+                continue
+            os.chown(root, uid, gid)
+            for name in files + dirs:
+                os.lchown(os.path.join(root, name), uid, gid)
+
+    def keep(self) -> None:
+        """Tell the supervisor this run outlives the harness."""
+        (self.path / "keep").write_text("kept on purpose: holds a copy of production data\n")
+
+    def remove(self, *, keep_pgdata: bool = False) -> None:
+        if self.external_pgdata is not None and not keep_pgdata:
+            shutil.rmtree(self.external_pgdata, ignore_errors=True)
+        link = self.path / "sock.link"
+        if link.exists():
+            shutil.rmtree(link.read_text().strip(), ignore_errors=True)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _server_parent(workdir: Path, owner: tuple[int, int] | None) -> Path:
+    """Run dirs of a server user live in a folder it owns, so its supervisor can remove them
+    entirely after a SIGKILL of the harness (unlinking needs write access to the parent)."""
+    if owner is None:
+        return workdir
+    parent = workdir / f"srv-{owner[0]}"
+    parent.mkdir(mode=0o700, exist_ok=True)
+    os.chown(parent, *owner)
+    return parent
+
+
+def list_run_dirs(workdir: Path) -> list[Path]:
+    """Every run dir under ``workdir``, whoever the server user was."""
+    if not workdir.is_dir():
+        return []
+    return sorted([*workdir.glob("r-*"), *workdir.glob("srv-*/r-*")])
+
+
+def _claim_empty_dir(path: Path, owner: tuple[int, int] | None) -> None:
+    from ..errors import UsageError
+
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"--pgdata {path} exists and is not an empty directory",
+                         checked=f"the contents of {path}",
+                         fix="choose a new directory, or empty this one first")
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    if owner:
+        os.chown(path, *owner)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sweep_stale(workdir: Path) -> list[Path]:
+    """Remove the run dirs whose owner is gone (see :mod:`.sweep`); the others are listed in the log."""
+    return [d for d, _why in sweep(workdir, list_run_dirs(workdir)).removed]
