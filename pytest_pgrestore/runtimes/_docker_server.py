@@ -72,7 +72,10 @@ class DockerServer:
             return None
         from ..settings._target import parse_lsn
 
-        in_recovery, pause, lsn, ts = (out.stdout.strip().splitlines() or [""])[-1].split("|")
+        fields = (out.stdout.strip().splitlines() or [""])[-1].split("|")
+        if len(fields) != 4:  # psql said nothing this time (seen under load): asked again next tick
+            return None
+        in_recovery, pause, lsn, ts = fields
         return Probe(promoted=in_recovery != "t", paused=pause == "paused",
                      replay_lsn=parse_lsn(lsn) if lsn else None,
                      last_replay_time=datetime.fromtimestamp(float(ts), timezone.utc) if ts else None)
