@@ -117,7 +117,7 @@ class SecretStreamReader(io.RawIOBase):
                                  "if one object fails, it is damaged: restore from another backup")
 
     def _start(self) -> crypto_secretstream_xchacha20poly1305_state:
-        header = _read_full(self._raw, HEADER_BYTES)
+        header = read_full(self._raw, HEADER_BYTES)
         if len(header) != HEADER_BYTES:
             raise self._fail("too short for a libsodium stream header")
         state = self._b.crypto_secretstream_xchacha20poly1305_state()
@@ -131,7 +131,7 @@ class SecretStreamReader(io.RawIOBase):
             self._state = self._start()
         state = self._state
         while not self._buf and not self._done:
-            chunk = _read_full(self._raw, CHUNK + ABYTES)
+            chunk = read_full(self._raw, CHUNK + ABYTES)
             if len(chunk) < ABYTES:
                 raise self._fail("the encrypted stream ends without its final chunk (truncated)")
             try:
@@ -156,7 +156,8 @@ class SecretStreamReader(io.RawIOBase):
         super().close()
 
 
-def _read_full(raw: Readable, n: int) -> bytes:
+def read_full(raw: Readable, n: int) -> bytes:
+    """``n`` bytes of ``raw``, however many reads that takes; fewer only where the stream ends."""
     parts, got = [], 0
     while got < n:
         data = raw.read(n - got)

@@ -37,7 +37,7 @@ from ..store._base import Readable
 from ._base import Materialized
 from ._catalog import Backup, Catalog, WalArchive, WalSegment
 from ._codecs import _Prefixed, open_codec
-from ._crypto import LibsodiumKey, SecretStreamReader
+from ._crypto import LibsodiumKey, SecretStreamReader, read_full
 from ._parallel import Counting, fetch_workers
 from ._wal import BACKUP_HISTORY_RE, HISTORY_RE, SEGMENT_RE, infer_segment_size, parse_history
 from ._walg_layout import (
@@ -101,7 +101,7 @@ class WalgFormat:
         """``raw`` (one object as the store holds it) decrypted when WAL-G encrypted it, and
         decompressed by its suffix."""
         codec = codec_of(key, tar=tar)
-        head = _read_head(raw, _HEAD)
+        head = read_full(raw, _HEAD)
         src: Readable = _Prefixed(head, raw)
         if self._encrypted(key, head, codec, tar=tar):
             assert self.key is not None, "_encrypted says so only with a key"
@@ -248,7 +248,7 @@ class WalgFormat:
         if probe is None:
             return "unknown"
         with _open_range(self.store, probe, _HEAD) as raw:
-            head = _read_head(raw, _HEAD)
+            head = read_full(raw, _HEAD)
         codec = codec_of(probe, tar=True)
         plain = looks_plain(head, codec, tar=True)
         if plain:
@@ -388,17 +388,6 @@ def _positive_int(env: Mapping[str, str], var: str, default: int) -> int:
     if value <= 0:
         raise UsageError(f"env {var}={raw!r} is not a positive integer", fix=f"unset {var} or set it to e.g. {default}")
     return value
-
-
-def _read_head(raw: Readable, n: int) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        data = raw.read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
 
 
 def _open_range(store: ObjectStore, key: str, n: int) -> BinaryIO:
