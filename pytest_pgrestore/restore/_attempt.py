@@ -86,7 +86,7 @@ class RestoreAttempt:
             bins = self._fetch_and_verify(bins)
             server, socket_dir = self._start(bins)
             with self.clock("recover", log_file=run.log_file), self._replay_progress():
-                obs = watch(server, socket_dir=socket_dir, user=s.user, log_file=run.log_file,
+                obs = watch(server, user=s.user, log_file=run.log_file,
                             deadline=started + s.timeout, spool=self.spool)
             self._spool().stop()
             self._decide(obs)

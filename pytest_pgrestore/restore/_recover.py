@@ -12,17 +12,16 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..errors import CorruptBackup, PgRestoreError
-from ..runtimes._base import Binaries
+from ..errors import CorruptBackup
+from ..runtimes._base import Binaries, Server
+from ..runtimes._probe import Probe
 from ._verdict import Observation
 
 if TYPE_CHECKING:
-    import psycopg
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -151,98 +150,22 @@ def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "''")
 
 
-@dataclass
-class Probe:
-    promoted: bool = False
-    paused: bool = False
-    replay_lsn: int | None = None
-    last_replay_time: datetime | None = None
-    timeline: int | None = None
-
-
-_PROBE_SQL = ("select pg_is_in_recovery(), "
-              "case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() end, "
-              "pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()")
-
-
-def probe(socket_dir: Path, port: int, user: str) -> Probe | None:
-    """Ask the server where recovery is; None while it does not accept connections yet."""
-    with Prober(socket_dir, port) as ask:
-        return ask(user)
-
-
-class Prober:
-    """Asks the server where recovery is over one connection, kept between calls.
-
-    A new connection every poll costs the server a fork and a backend start-up next to the
-    startup process replaying WAL on a CI runner's few cores; one kept connection costs a query.
-    Between polls the session is idle in autocommit: no snapshot, no lock, nothing replay could
-    conflict with.  A connection that breaks (the server ended recovery with a FATAL, or shut
-    down) is dropped and the next call connects again.
-    """
-
-    def __init__(self, socket_dir: Path, port: int) -> None:
-        self.socket_dir, self.port = socket_dir, port
-        self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
-
-    def __enter__(self) -> Prober:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __call__(self, user: str) -> Probe | None:
-        import psycopg
-
-        from ..settings._target import parse_lsn
-
-        if self.conn is None:
-            try:
-                self.conn = psycopg.connect(host=str(self.socket_dir), port=self.port, user=user,
-                                            dbname="template1", connect_timeout=3, autocommit=True)
-            except psycopg.OperationalError as exc:
-                if re.search(r'role "[^"]+" does not exist', str(exc)):
-                    raise PgRestoreError(f"the restored cluster has no role {user!r}",
-                                         checked="connecting to the restored server as --restore-user",
-                                         fix="set --restore-user (env PGRESTORE_USER) to a role that exists "
-                                             "in the backup") from exc
-                return None
-        try:
-            row = self.conn.execute(_PROBE_SQL).fetchone()
-        except psycopg.OperationalError:
-            self.close()  # the server went down between polls (e.g. FATAL at the end of recovery)
-            return None
-        assert row is not None, "the probe selects one row, without a FROM"
-        in_recovery, pause, lsn, ts = row
-        return Probe(promoted=not in_recovery, paused=pause == "paused",
-                     replay_lsn=parse_lsn(lsn) if lsn else None, last_replay_time=ts)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            conn, self.conn = self.conn, None
-            conn.close()
-
-
-def watch(server, *, socket_dir: Path, user: str, log_file: Path, deadline: float,
-          spool=None) -> Observation:
+def watch(server: Server, *, user: str, log_file: Path, deadline: float, spool=None) -> Observation:
     """Poll until recovery ends one way or another; never trust a single signal alone."""
-    prober = None if getattr(server, "probe", None) else Prober(socket_dir, server.port)
+    prober = server.recovery_prober()
     try:
-        return _watch(server, prober or server.probe, user=user, log_file=log_file, deadline=deadline,
-                      spool=spool)
+        return _watch(server, prober, user=user, log_file=log_file, deadline=deadline, spool=spool)
     finally:
-        if prober is not None:
-            prober.close()  # no session of ours stays on the restored server (template1 must be free)
+        prober.close()  # no session of ours stays on the restored server (template1 must be free)
 
 
 def _watch(server, ask, *, user: str, log_file: Path, deadline: float, spool) -> Observation:
     last: Probe | None = None
-    sync_log = getattr(server, "sync_log", None)  # a container's log reaches log_file on demand
+    sync_log = server.sync_log  # the log reaches log_file before it is read (a container's, on demand)
     while True:
         exited = server.poll()
         if exited is not None:
-            if sync_log:
-                sync_log()
+            sync_log()
             return _observe(log_file, last, exited=exited, spool=spool)
         state = ask(user)
         if state is not None:
@@ -250,12 +173,10 @@ def _watch(server, ask, *, user: str, log_file: Path, deadline: float, spool) ->
             if state.promoted or state.paused:
                 if state.paused and not state.promoted:
                     time.sleep(0.5)  # let the WARNING lines naming the parameter reach the log
-                if sync_log:
-                    sync_log()
+                sync_log()
                 return _observe(log_file, state, exited=None, spool=spool)
         if time.monotonic() > deadline:
-            if sync_log:
-                sync_log()
+            sync_log()
             return _observe(log_file, last, exited=None, spool=spool, timed_out=True)
         time.sleep(0.1)
 

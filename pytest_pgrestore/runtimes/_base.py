@@ -21,8 +21,9 @@ from ..restore._instance import RestoredInstance
 
 if TYPE_CHECKING:
     from ..restore._rundir import RunDir
+    from ._probe import Probe
 
-__all__ = ["Binaries", "Runtime", "Server", "ToolPath"]
+__all__ = ["Binaries", "RecoveryProber", "Runtime", "Server", "ToolPath"]
 
 
 class ToolPath(Protocol):
@@ -73,6 +74,21 @@ class Server(Protocol):
 
     def run_tool(self, name: str, args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
         """A PostgreSQL utility of the server's version, run as the server user where it runs."""
+
+    def recovery_prober(self) -> RecoveryProber:
+        """What asks the server where recovery is, while the attempt watches it (then closed)."""
+
+    def sync_log(self) -> None:
+        """Bring the server's log up to date in the run dir's log file (a no-op where the server
+        writes that file itself)."""
+
+
+class RecoveryProber(Protocol):
+    """``prober(user)``: where recovery is (a ``Probe``), or None when the server did not answer."""
+
+    def __call__(self, user: str) -> Probe | None: ...
+
+    def close(self) -> None: ...
 
 
 class Runtime(ABC):

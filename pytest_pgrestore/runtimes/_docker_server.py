@@ -21,8 +21,10 @@ from pathlib import Path
 
 from ..errors import PgRestoreError
 from ..restore._instance import RestoredInstance
+from ._base import RecoveryProber
 from ._container import ExecResult, PgContainer
 from ._docker_image import ImageTools
+from ._probe import Probe, Prober
 
 __all__ = ["DockerServer", "ContainerInstance", "scram_verifier"]
 
@@ -55,12 +57,22 @@ class DockerServer:
         if text:
             self.log_file.write_text(text)
 
-    def probe(self, user: str):
-        """Where recovery is; bind mode asks through the shared socket, copy mode through psql."""
-        from ..restore._recover import Probe, probe
-
+    def recovery_prober(self) -> RecoveryProber:
+        """Bind mode asks through the shared socket over one kept connection, copy mode through
+        psql inside the container."""
         if self.socket_dir is not None:
-            return probe(Path(self.socket_dir), self.port, user)
+            return Prober(Path(self.socket_dir), self.port)
+        return _PsqlProber(self)
+
+    def probe(self, user: str) -> Probe | None:
+        """Where recovery is, asked once."""
+        prober = self.recovery_prober()
+        try:
+            return prober(user)
+        finally:
+            prober.close()
+
+    def _psql_probe(self, user: str) -> Probe | None:
         sql = ("select pg_is_in_recovery(), case when pg_is_in_recovery() then pg_get_wal_replay_pause_state() end, "
                "pg_last_wal_replay_lsn(), extract(epoch from pg_last_xact_replay_timestamp())")
         out = self.psql(user, sql)
@@ -183,3 +195,16 @@ def scram_verifier(password: str, *, iterations: int = 4096) -> str:
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
     b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server_key)}"
+
+
+class _PsqlProber:
+    """Copy mode: no socket of the container's server is in reach here; psql inside it asks."""
+
+    def __init__(self, server: DockerServer) -> None:
+        self.server = server
+
+    def __call__(self, user: str) -> Probe | None:
+        return self.server._psql_probe(user)
+
+    def close(self) -> None:
+        """Nothing is kept open between calls."""

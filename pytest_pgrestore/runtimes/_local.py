@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._base import Runtime
+from ._base import RecoveryProber, Runtime
 from ._binaries import PgBinaries, find_binaries
+from ._probe import Prober
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,14 @@ class LocalServer:
         finally:
             self.process = subprocess.Popen(**self.launch)
             self._wait_ready(timeout)
+
+    def recovery_prober(self) -> RecoveryProber:
+        """One kept connection over the run dir's socket (see :class:`~._probe.Prober`)."""
+        assert self.socket_dir is not None, "a local server always has its socket in reach"
+        return Prober(Path(self.socket_dir), self.port)
+
+    def sync_log(self) -> None:
+        """Nothing to do: the server writes the run dir's log file itself."""
 
     def run_tool(self, name: str, args: list[str], *, timeout: float) -> subprocess.CompletedProcess:
         """A PostgreSQL utility of the server's version, run as the server user."""

@@ -134,3 +134,18 @@ def test_the_restore_stage_does_not_probe_what_its_binaries_can_do():
               and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
               and isinstance(node.args[0], ast.Name) and node.args[0].id == "binaries"]
     assert probes == []
+
+
+def test_the_restore_stage_does_not_probe_what_its_server_can_do():
+    """No getattr(server, ...) in the restore stage: watching recovery and syncing the log are
+    the Server protocol's (recovery_prober, sync_log), for every runtime alike."""
+    probes = []
+    for path in RESTORE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("getattr", "hasattr") and node.args
+                    and "server" in ast.unparse(node.args[0])):
+                probes.append(f"{path.name}:{node.lineno}")
+    assert probes == []
+    for cls in (LocalServer, DockerServer):
+        assert callable(getattr(cls, "recovery_prober")) and callable(getattr(cls, "sync_log"))
