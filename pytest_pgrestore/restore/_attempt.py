@@ -135,6 +135,7 @@ class RestoreAttempt:
         import copy
 
         self.spool = WalSpool(copy.copy(self.restorer.format()), self.plan, self._run_dir().spool, owner=self.owner,
+                              concurrency=self.settings.fetch_concurrency,
                               before_deliver=self.restorer.hooks.before_deliver)
         self.spool.start(head_start=HEAD_START_SEGMENTS if early else None)
 

@@ -118,12 +118,13 @@ def _barman_size(store, backup: Backup) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def spool_bytes(segments: int, segment_size: int) -> tuple[int, str]:
-    """The most WAL the spool holds at once: its prefetch window plus the downloads in flight."""
+def spool_bytes(segments: int, segment_size: int, *, concurrency: int | None = None) -> tuple[int, str]:
+    """The most WAL the spool holds at once: its prefetch window plus the downloads in flight
+    (``concurrency``: the run's --restore-fetch-concurrency; None: the spool's default)."""
     from ._spool import WalSpool
 
     params = inspect.signature(WalSpool.__init__).parameters
-    window = params["window"].default + 1 + params["concurrency"].default
+    window = params["window"].default + 1 + (concurrency or params["concurrency"].default)
     n = min(segments, window)
     return n * segment_size, f"{n} × {human_bytes(segment_size)} WAL segments"
 
@@ -162,10 +163,12 @@ def check_disk(need: Need, *, workdir: Path, pgdata: Path | None = None, backup_
         )
 
 
-def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: Path | None = None) -> str:
+def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: Path | None = None,
+                        concurrency: int | None = None) -> str:
     """The disk pre-flight of one planned restore; returns what was checked (for the evidence)."""
     size, how = backup_size(fmt, catalog, plan.backup)
-    spool, spool_how = spool_bytes(len(plan.segments), catalog.wal.segment_size or 16 << 20)
+    spool, spool_how = spool_bytes(len(plan.segments), catalog.wal.segment_size or 16 << 20,
+                                   concurrency=concurrency)
     need = Need(size, how, spool, spool_how)
     check_disk(need, workdir=workdir, pgdata=pgdata, backup_name=plan.backup.name)
     return (

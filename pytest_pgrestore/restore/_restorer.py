@@ -90,7 +90,8 @@ class Restorer:
 
                 result.evidence["disk_check"] = check_restore_space(
                     self.format(), catalog, plan, workdir=self.settings.workdir,
-                    pgdata=Path(pgdata) if pgdata is not None else None)
+                    pgdata=Path(pgdata) if pgdata is not None else None,
+                    concurrency=self.settings.fetch_concurrency)
             except PreflightError as exc:
                 result.outcome, result.detail = Outcome.REFUSED_PREFLIGHT, str(exc)
                 exc.result = result

@@ -60,6 +60,8 @@ def test_spool_window_is_bounded_by_the_plan():
     assert spool_bytes(3, 16 << 20) == (3 * (16 << 20), "3 × 16.0 MiB WAL segments")
     big, how = spool_bytes(10_000, 16 << 20)
     assert big == 69 * (16 << 20) and how.startswith("69 × ")
+    # the downloads in flight are the run's --restore-fetch-concurrency
+    assert spool_bytes(10_000, 16 << 20, concurrency=8)[0] == 73 * (16 << 20)
 
 
 def test_too_little_space_names_what_is_free_and_what_is_needed(tmp_path: Path):

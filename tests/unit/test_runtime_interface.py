@@ -148,4 +148,4 @@ def test_the_restore_stage_does_not_probe_what_its_server_can_do():
                 probes.append(f"{path.name}:{node.lineno}")
     assert probes == []
     for cls in (LocalServer, DockerServer):
-        assert callable(getattr(cls, "recovery_prober")) and callable(getattr(cls, "sync_log"))
+        assert callable(cls.recovery_prober) and callable(cls.sync_log)
