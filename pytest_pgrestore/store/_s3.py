@@ -110,6 +110,14 @@ def s3_settings_from_env(env: Mapping[str, str] | None = None) -> S3Settings:
     endpoint: Sourced[str | None] = Sourced(None, "AWS default for the region")
     for name in _ENDPOINT_VARS:
         if url := get(name):
+            if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+                # S3 signs with access keys; user:password@ in the URL is a secret that would be
+                # printed with every message naming the endpoint, so nothing of it is echoed
+                raise UsageError(
+                    f"the S3 endpoint in env {name} carries credentials (user:password@); they are not shown here",
+                    checked=f"the authority of {name}",
+                    fix=f"remove them from {name} and set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
+                )
             if not url.startswith(("http://", "https://")):
                 raise UsageError(
                     f"S3 endpoint {url!r} from env {name} is not a URL",

@@ -229,6 +229,25 @@ def test_unreachable_s3_endpoint_is_named(pytester, run_drills, monkeypatch, clo
     assert "Traceback" not in output
 
 
+def test_an_endpoint_password_is_shown_nowhere(pytester, run_drills, monkeypatch, closed_port, workroot):
+    """AWS_ENDPOINT_URL=http://user:password@host: refused, and the password is in no output,
+    report or evidence (its twin, the same endpoint without credentials, is the test above)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://drill:endpoint-pw-123@127.0.0.1:{closed_port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "drill")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "drill-secret")
+    pytester.makepyfile("def test_drill(restored_db): pass")
+    junit, evidence = workroot / "junit.xml", workroot / "evidence.json"
+    result = run_drills("--restore-source=s3://drill-bucket/pg/main", f"--junitxml={junit}",
+                        f"--restore-report={evidence}")
+    output = full_output(result)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    assert "the S3 endpoint in env AWS_ENDPOINT_URL carries credentials (user:password@)" in output
+    for text in (output, junit.read_text(), evidence.read_text()):
+        assert "endpoint-pw-123" not in text and "drill-secret" not in text
+    assert "Traceback" not in output
+    assert_nothing_left(workroot)
+
+
 def test_source_without_a_backup_names_the_path(pytester, run_drills, workroot):
     empty = workroot / "no-backups-here"
     empty.mkdir()

@@ -140,3 +140,23 @@ def test_usage_errors_pickle():
         s3_settings_from_env({"AWS_S3_FORCE_PATH_STYLE": "maybe"})
     clone = pickle.loads(pickle.dumps(info.value))
     assert str(clone) == str(info.value)
+
+
+@pytest.mark.parametrize("url", [
+    "http://drill:s3cr3t-pw@127.0.0.1:8333",
+    "https://AKIAEXAMPLE:s3cr3t-pw@minio.internal/",
+    "drill:s3cr3t-pw@127.0.0.1:8333",  # no scheme: still never echoed
+    "http://s3cr3t-pw@127.0.0.1:8333/",
+])
+@pytest.mark.parametrize("var", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT"])
+def test_an_endpoint_with_credentials_is_refused_without_showing_them(url, var):
+    with pytest.raises(UsageError) as err:
+        s3_settings_from_env({var: url})
+    text = str(err.value)
+    assert "s3cr3t-pw" not in text and "drill" not in text and "AKIAEXAMPLE" not in text
+    assert f"the S3 endpoint in env {var} carries credentials" in text
+
+
+def test_twin_the_same_endpoint_without_credentials_is_taken():
+    settings = s3_settings_from_env({"AWS_ENDPOINT_URL": "http://127.0.0.1:8333"})
+    assert settings.endpoint_url.value == "http://127.0.0.1:8333"
