@@ -43,6 +43,9 @@ QUARANTINE = {
     "ssl": "off",
     "lc_messages": "C",
     "hot_standby": "on",
+    # the copy lives minutes: no autovacuum worker runs production's code (ANALYZE evaluates
+    # index expressions as their owner) or competes with the drills for the runner's cores
+    "autovacuum": "off",
 }
 RECOVERY_TARGETS = ("recovery_target", "recovery_target_lsn", "recovery_target_name", "recovery_target_time",
                     "recovery_target_xid")

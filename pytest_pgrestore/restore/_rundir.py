@@ -34,8 +34,7 @@ class RunDir:
     @classmethod
     def create(cls, workdir: Path, *, owner: tuple[int, int] | None, label: str = "",
                pgdata: Path | None = None) -> RunDir:
-        workdir.mkdir(parents=True, exist_ok=True)
-        os.chmod(workdir, 0o755)  # the server user must traverse it to reach its own run dir
+        prepare_workdir(workdir, owner)
         sweep_stale(workdir)
         parent = _server_parent(workdir, owner)
         name = f"r-{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
@@ -109,6 +108,41 @@ class RunDir:
         if link.exists():
             shutil.rmtree(link.read_text().strip(), ignore_errors=True)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def prepare_workdir(workdir: Path, owner: tuple[int, int] | None) -> None:
+    """Make ``workdir`` if it is missing (0755: the server user traverses it to its own run dir).
+    A directory that exists keeps its mode — ``/tmp`` keeps its sticky bit — and must already be
+    traversable by the server user; the run dirs inside it are the product's own (0700)."""
+    if not workdir.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(workdir, 0o755)
+        return
+    blocked = _not_traversable(workdir, owner)
+    if blocked is not None:
+        from ..errors import UsageError
+
+        raise UsageError(
+            f"the restore's server user (uid {owner[0] if owner else '?'}) cannot reach --restore-workdir "
+            f"{workdir}: {blocked} does not let it through",
+            checked="the search (x) permission of every directory on the way, for that user",
+            fix="choose a directory the server user can traverse (e.g. /var/tmp/pgrestore, which is made "
+                "for you if missing); its mode is never changed for you")
+
+
+def _not_traversable(path: Path, owner: tuple[int, int] | None) -> str | None:
+    """The first directory on the way to ``path`` that ``owner`` may not search, with its mode."""
+    import stat
+
+    if owner is None or owner[0] == 0:  # the server runs as we do: we got here, so can it
+        return None
+    uid, gid = owner
+    for step in [*reversed(path.absolute().parents), path.absolute()]:
+        st = step.stat()
+        bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
+        if not st.st_mode & bit:
+            return f"{step} (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid})"
+    return None
 
 
 def _server_parent(workdir: Path, owner: tuple[int, int] | None) -> Path:

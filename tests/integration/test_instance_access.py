@@ -87,3 +87,9 @@ def test_twin_the_name_reaches_the_server_whole_when_it_is_wrong(restored):
     """No database "a=b x" exists: the server names it whole (not "a", nor a second keyword)."""
     with pytest.raises(psycopg.OperationalError, match='database "a=b x" does not exist'):
         psycopg.connect(restored.dsn_for(user="a=b", dbname="a=b x")).close()
+
+
+def test_the_copy_runs_no_autovacuum(restored):
+    """Quarantine: autovacuum is off on the command line, whatever production's files say."""
+    with psycopg.connect(restored.dsn) as conn:
+        assert conn.execute("show autovacuum").fetchone()[0] == "off"

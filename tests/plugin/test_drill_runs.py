@@ -482,3 +482,35 @@ def test_a_preload_marker_gets_its_own_restore_and_the_item_names_it(pytester, r
     props = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property")}
     assert props["restore_preload"].endswith("kept: pg_stat_statements")
     assert_nothing_left(workroot)
+
+
+# -- a workdir the user already has --------------------------------------------------------
+def test_a_shared_1777_workdir_keeps_its_mode(pytester, run_drills, scenario, workroot):
+    """--restore-workdir=/tmp-like: the restore runs inside it and its mode (sticky, world
+    writable) is never changed; the run dirs inside are the product's own (issue 18 item 4)."""
+    shared = workroot / "shared-tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    pytester.makepyfile(ODD_WORKDIR_DRILL.format(total=scenario.total_rows))
+    result = run_drills(f"--restore-source={scenario.file_url}", f"--restore-workdir={shared}")
+    output = full_output(result)
+    assert result.ret == pytest.ExitCode.OK, output
+    assert oct(shared.stat().st_mode & 0o7777) == oct(0o1777)
+    assert list_run_dirs(shared) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a server user other than us exists only when root runs it")
+def test_twin_a_workdir_the_server_user_cannot_reach_is_refused_and_kept(pytester, run_drills, scenario, workroot):
+    """Before, a root-only 0700 workdir was chmodded to 0755; now it keeps its mode and the
+    restore is refused, naming it."""
+    private = workroot / "root-only"
+    private.mkdir()
+    private.chmod(0o700)
+    pytester.makepyfile(ODD_WORKDIR_DRILL.format(total=scenario.total_rows))
+    result = run_drills(f"--restore-source={scenario.file_url}", f"--restore-workdir={private}")
+    output = full_output(result)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output
+    assert f"cannot reach --restore-workdir {private}: {private} (mode 0700, owner uid 0)" in output
+    assert oct(private.stat().st_mode & 0o7777) == oct(0o700)
+    assert list(private.iterdir()) == []
+    assert "Traceback" not in output

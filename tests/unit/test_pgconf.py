@@ -106,6 +106,7 @@ def test_the_server_preloads_only_what_was_kept():
     common = dict(major=15, port=5432, socket_dir="/s", restore_command="x", recovery={})
     assert server_settings({}, **common)["shared_preload_libraries"] == ""
     assert server_settings({}, preload=("a", "b"), **common)["shared_preload_libraries"] == "a,b"
+    assert server_settings({}, **common)["autovacuum"] == "off"  # the copy lives minutes (issue 18)
 
 
 def test_a_missing_library_is_found_in_the_log():
