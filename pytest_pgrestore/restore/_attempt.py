@@ -245,6 +245,10 @@ class RestoreAttempt:
                                      checked=f"databases in the backup: {', '.join(sorted(names))}",
                                      fix="set --restore-dbname (env PGRESTORE_DBNAME) to one of them")
         measure.first_query(inst, self.clock, s)  # closes the RTO clock
+        cleared = inst.retire_production_passwords()  # after the clock: the copy's hygiene, not its RTO
+        self.result.evidence["production_passwords"] = (
+            f"cleared for the life of the copy: {len(cleared)} role(s) had one" if cleared
+            else "none in the backup")
         return inst
 
     # -- retries and teardown -------------------------------------------------------------

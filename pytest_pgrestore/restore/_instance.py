@@ -70,6 +70,20 @@ class RestoredInstance:
 
         return psycopg.connect(self.dsn, **kwargs)
 
+    def retire_production_passwords(self) -> list[str]:
+        """Production's passwords stop working for the life of the copy: every role that has one
+        gets none (TCP logins need a password), but for the roles already given a per-run one.
+        A role a drill asks for through :meth:`dsn_for` gets its per-run password then.
+        Returns the roles whose password was cleared."""
+        from psycopg import sql
+
+        with self.admin_connect("template1", autocommit=True) as conn:
+            rows = conn.execute("select rolname from pg_authid where rolpassword is not null order by 1")
+            roles = [r[0] for r in rows if r[0] not in self._passwords]
+            for role in roles:
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(role)))
+        return roles
+
     def _password_for(self, role: str) -> str:
         """A random per-run password, set on first use: TCP logins need it (scram-sha-256)."""
         if role not in self._passwords:
