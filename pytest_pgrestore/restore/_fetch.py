@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from ..errors import SourceError
+from ..formats._parallel import DEFAULT_FETCH_CONCURRENCY
 from ..store._base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 __all__ = ["FetchLayer", "FetchStats", "fetching", "PART_SIZE", "DEFAULT_CONCURRENCY"]
 
 PART_SIZE = 8 << 20
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = DEFAULT_FETCH_CONCURRENCY  # one default for every fetch path
 #: parts waiting in memory across the whole fetch, beyond the one each reader is consuming
 DEFAULT_BUFFER = 64 << 20
 _READ = 1 << 20
