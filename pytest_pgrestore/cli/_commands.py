@@ -96,6 +96,8 @@ def cmd_verify(args, settings: Settings) -> int:
 def cmd_restore(args, settings: Settings) -> int:
     from pathlib import Path
 
+    from ..restore._rundir import write_private
+
     started = time.monotonic()
     with Restorer(settings).restore(pgdata=Path(args.pgdata).absolute(), port=args.listen_port,
                                     keep_running=args.keep_running) as inst:
@@ -110,25 +112,17 @@ def cmd_restore(args, settings: Settings) -> int:
                   f"{time.monotonic() - started:.1f}s; PGDATA {args.pgdata}")
         if args.keep_running:
             run_dir = inst.run_dir
-            _write_password(run_dir / "password", inst.password)
+            write_private(run_dir / "password", inst.password + "\n")  # never through a planted symlink
             from psycopg.conninfo import make_conninfo
 
             conninfo = make_conninfo(host="127.0.0.1", port=inst.port, user=inst.user, dbname=inst.dbname)
             print(f"  server running on 127.0.0.1:{inst.port} — connect with:\n"
                   f"    psql {shlex.quote(conninfo)} "
                   f"(password in {run_dir}/password)\n"
-                  f"  stop it with:\n    kill -INT $(cat {run_dir}/postmaster.child)   "
+                  f"  stop it with:\n    kill -INT $(cat {run_dir}/supervisor.pid)   "
                   f"# then remove {run_dir} and {args.pgdata}\n"
                   "  WARNING: this is a copy of production data; delete it when done.", file=sys.stderr)
     return EXIT_OK
-
-
-def _write_password(path, password: str) -> None:
-    import os
-
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
 
 
 def report_failure(args, exc: PgRestoreError) -> int:

@@ -155,7 +155,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             inst = manager.instance(key)
             if inst is not None:
                 tr.write_line(f"  connect: psql -h {inst.socket_dir} -p {inst.port} -U {inst.user} {inst.dbname}"
-                              f"; stop: kill -INT $(cat {result.evidence['kept']}/postmaster.child)")
+                              f"; stop: kill -INT $(cat {result.evidence['kept']}/supervisor.pid)")
 
 
 # -- fixtures -----------------------------------------------------------------------------

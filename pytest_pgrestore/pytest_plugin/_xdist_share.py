@@ -191,29 +191,26 @@ class _Controller:
 
 
 def stop_run(run_dir: Path, *, timeout: float = 30.0) -> None:
-    """Stop the postmaster of ``run_dir`` (fast, then immediate, then SIGKILL) and remove the dir."""
-    marker = str(run_dir / "postgresql.conf").encode()
-    try:
-        pid = int((run_dir / "postmaster.child").read_text())
-    except (OSError, ValueError):
-        pid = None
-    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
-        if pid is None or not _runs(pid, marker):
-            break
-        os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while _runs(pid, marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
+    """Ask the supervisor of ``run_dir`` to stop its server (fast, then immediate, then SIGKILL of
+    the postmaster) and wait until it is gone — it ends every process the copy started — then
+    remove the dir.  The supervisor is found from ``/proc`` (ours, naming this run dir), never from a
+    pid the server user could have written."""
     from ..restore._rundir import RunDir
+    from ..restore._sweep import supervisor_pids
 
+    for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGUSR1, 5.0), (signal.SIGKILL, 5.0)):
+        pids = supervisor_pids(run_dir)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while supervisor_pids(run_dir) and time.monotonic() < deadline:
+            time.sleep(0.05)
     RunDir(run_dir, None).remove()
-
-
-def _runs(pid: int, marker: bytes) -> bool:
-    try:
-        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
 
 
 def _make_dir(workdir: Path) -> Path:

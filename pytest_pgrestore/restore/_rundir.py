@@ -1,9 +1,15 @@
 """The run directory: everything the restored server reads lives under one private directory.
 
-``<workdir>/<run-id>`` (default ``$TMPDIR/pgrestore-<uid>/r-…``), mode 0700, owned by the
-server user — never under pytest's basetemp or a root-only venv.  A ``run.json`` record (run id,
-boot id, harness pid and start time, expiry) lets a later run sweep away the leftovers of one that
-was killed (:mod:`.sweep`).
+``<workdir>/<run-id>`` (default ``$TMPDIR/pgrestore-<uid>/r-…``) — never under pytest's basetemp
+or a root-only venv.  A ``run.json`` record (run id, boot id, harness pid and start time, expiry)
+lets a later run sweep away the leftovers of one that was killed (:mod:`.sweep`).
+
+When the harness runs as root and the server as another user, the run dir itself and every file
+the harness later acts on (``run.json``, ``keep``, ``sock.link``, ``supervisor.pid``,
+``password``, the server log, the configuration, the quarantined ``evidence/``) belong to root:
+the server user — and so any SQL in the restored copy — can read the configuration but write none
+of them.  Only ``pgdata``, ``spool``, ``sock`` and ``tablespaces`` are the server user's.  The
+run dir is 0711 then (the server user passes through to its directories, and lists nothing).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _faults
-from ._sweep import sweep, write_record
+from ._sweep import SOCKET_PREFIX, linked_socket_dir, sweep, write_record
 
 __all__ = ["RunDir", "free_port", "sweep_stale", "list_run_dirs"]
 
@@ -36,13 +42,14 @@ class RunDir:
                pgdata: Path | None = None) -> RunDir:
         prepare_workdir(workdir, owner)
         sweep_stale(workdir)
-        parent = _server_parent(workdir, owner)
         name = f"r-{time.strftime('%H%M%S')}-{secrets.token_hex(3)}"
-        path = parent / name
+        path = workdir / name
         made = False
         try:  # an interrupt half-way must not leave a run dir nobody will remove
             path.mkdir(mode=0o700)
             made = True
+            if owner:
+                path.chmod(0o711)
             _faults.point("rundir.created")
             run = cls(path, owner, pgdata)
             if pgdata is not None:
@@ -78,20 +85,31 @@ class RunDir:
         """A directory short enough for a unix socket path; under the run dir when possible."""
         d = self.path / "sock"
         if len(str(d)) + 20 > _MAX_SOCKET_PATH:
-            d = Path(tempfile.mkdtemp(prefix="pgr-", dir="/tmp"))
+            d = Path(tempfile.mkdtemp(prefix=SOCKET_PREFIX, dir="/tmp"))
             (self.path / "sock.link").write_text(str(d))
         d.mkdir(mode=0o700, exist_ok=True)
         if self.owner:
             os.chown(d, *self.owner)
         return d
 
-    def chown_tree(self) -> None:
+    def chown_tree(self, *, whole: bool = False) -> None:
+        """Hand the server user its directories (``pgdata``, ``sock``, ``tablespaces``; the spool
+        chowns itself).  The run dir, its files and ``evidence/`` stay the harness's, readable
+        but for the private ones.  ``whole``: the run dir and everything in it (a container's
+        supervisor writes its own files there; the container is the boundary then)."""
         if not self.owner:
             return
         uid, gid = self.owner
+        top = str(self.path)
         for root, dirs, files in os.walk(self.path):
             if root == str(self.spool):  # the WAL spool chowns what it writes, and may be writing now
                 dirs[:] = []
+                continue
+            if root == top and not whole:
+                dirs[:] = [d for d in dirs if d not in _HARNESS_DIRS]
+                for name in files:
+                    if not os.path.islink(os.path.join(root, name)):
+                        os.chmod(os.path.join(root, name), 0o600 if name in _PRIVATE_FILES else 0o644)
                 continue
             os.chown(root, uid, gid)
             for name in files + dirs:
@@ -99,15 +117,30 @@ class RunDir:
 
     def keep(self) -> None:
         """Tell the supervisor this run outlives the harness."""
-        (self.path / "keep").write_text("kept on purpose: holds a copy of production data\n")
+        write_private(self.path / "keep", "kept on purpose: holds a copy of production data\n", mode=0o644)
 
     def remove(self, *, keep_pgdata: bool = False) -> None:
         if self.external_pgdata is not None and not keep_pgdata:
             shutil.rmtree(self.external_pgdata, ignore_errors=True)
-        link = self.path / "sock.link"
-        if link.exists():
-            shutil.rmtree(link.read_text().strip(), ignore_errors=True)
+        linked = linked_socket_dir(self.path)
+        if linked is not None:
+            shutil.rmtree(linked, ignore_errors=True)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+_HARNESS_DIRS = {"evidence"}  # production's quarantined configuration: nothing the server needs
+_PRIVATE_FILES = {"password", "postgres.log"}
+
+
+def write_private(path: Path, text: str, *, mode: int = 0o600) -> None:
+    """Create ``path`` anew (never through a symlink or into an existing file) with ``text``."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def prepare_workdir(workdir: Path, owner: tuple[int, int] | None) -> None:
@@ -145,19 +178,9 @@ def _not_traversable(path: Path, owner: tuple[int, int] | None) -> str | None:
     return None
 
 
-def _server_parent(workdir: Path, owner: tuple[int, int] | None) -> Path:
-    """Run dirs of a server user live in a folder it owns, so its supervisor can remove them
-    entirely after a SIGKILL of the harness (unlinking needs write access to the parent)."""
-    if owner is None:
-        return workdir
-    parent = workdir / f"srv-{owner[0]}"
-    parent.mkdir(mode=0o700, exist_ok=True)
-    os.chown(parent, *owner)
-    return parent
-
-
 def list_run_dirs(workdir: Path) -> list[Path]:
-    """Every run dir under ``workdir``, whoever the server user was."""
+    """Every run dir under ``workdir`` (and under ``srv-<uid>/``, where earlier versions put the
+    run dirs of a server user)."""
     if not workdir.is_dir():
         return []
     return sorted([*workdir.glob("r-*"), *workdir.glob("srv-*/r-*")])

@@ -111,34 +111,63 @@ def sweep(workdir: Path, run_dirs: list[Path]) -> Sweep:
     return done
 
 
-def _pids_running(run_dir: Path, marker: str) -> list[int]:
-    """Processes whose command line mentions ``<run_dir>/<marker>`` (ours, whatever their pid)."""
-    needle = str(run_dir / marker).encode()
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def supervisor_pids(run_dir: Path) -> list[int]:
+    """The supervisors of ``run_dir``: ``_supervise.py … --run <run_dir>``, running as we do (a
+    process of the server user that dresses up as one is not one)."""
+    me, arg = os.geteuid(), str(run_dir).encode()
     found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            continue
+    for pid in _all_pids():
+        argv = _cmdline(pid)
+        if (any(a.endswith(b"_supervise.py") for a in argv) and b"--run" in argv
+                and argv[argv.index(b"--run") + 1:argv.index(b"--run") + 2] == [arg] and _uid(pid) == me):
+            found.append(pid)
     return found
+
+
+def _postmasters(run_dir: Path) -> list[int]:
+    """Processes started with ``config_file=<run_dir>/postgresql.conf`` that run as the owner of
+    the run's PGDATA — never one of root's when we are root: whatever a command line says, only the
+    server user's own processes are signalled."""
+    needle = f"config_file={run_dir / 'postgresql.conf'}".encode()
+    try:
+        server_uid = os.stat(run_dir / "pgdata").st_uid
+    except OSError:
+        return []
+    if os.geteuid() == 0 and server_uid == 0:
+        return []
+    return [pid for pid in _all_pids() if needle in _cmdline(pid) and _uid(pid) == server_uid]
 
 
 def _postmaster_still_running(run_dir: Path) -> str | None:
     """Stop a postmaster its supervisor no longer watches; None once none runs.
 
-    A postmaster is only signalled when its command line names this run's config file, so a
-    recycled pid is never hit.
+    Only reachable when the supervisor ran without a PID namespace (its death ends the namespace
+    and every process in it otherwise).  A process is only signalled while its command line names
+    this run's config file and it runs as the server user, so a recycled pid is never hit.
     """
-    running = _pids_running(run_dir, "postgresql.conf")  # config_file=<run dir>/postgresql.conf
-    supervisors = _pids_running(run_dir, "supervisor.sh")
-    postmasters = [p for p in running if p not in supervisors]
+    if supervisor_pids(run_dir):
+        return "its supervisor is still shutting its server down"
+    postmasters = _postmasters(run_dir)
     if not postmasters:
         return None
-    if supervisors:
-        return "its supervisor is still shutting its server down"
     for sig, wait in ((signal.SIGINT, 10.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
         for pid in postmasters:
             try:
@@ -147,7 +176,7 @@ def _postmaster_still_running(run_dir: Path) -> str | None:
                 pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not any(os.path.isdir(f"/proc/{p}") and _is_ours(p, run_dir) for p in postmasters):
+            if not set(postmasters) & set(_postmasters(run_dir)):
                 log.warning(
                     "stopped the orphaned server of %s (pid %s) with %s", run_dir, postmasters, sig.name
                 )
@@ -156,17 +185,25 @@ def _postmaster_still_running(run_dir: Path) -> str | None:
     return f"its server (pid {postmasters}) did not stop"
 
 
-def _is_ours(pid: int, run_dir: Path) -> bool:
+SOCKET_PREFIX = "pgr-"
+
+
+def linked_socket_dir(run_dir: Path) -> Path | None:
+    """The socket dir outside the run dir named in ``sock.link``, when it is one we would have
+    made (``/tmp/pgr-…``, one level, not a symlink); None otherwise."""
     try:
-        return str(run_dir / "postgresql.conf").encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        text = (run_dir / "sock.link").read_text().strip()
     except OSError:
-        return False
+        return None
+    path = Path(text)
+    if (path.parent != Path("/tmp") or not path.name.startswith(SOCKET_PREFIX) or path.is_symlink()
+            or not path.is_dir()):
+        return None
+    return path
 
 
 def _remove(run_dir: Path) -> None:
-    link = run_dir / "sock.link"
-    try:
-        shutil.rmtree(link.read_text().strip(), ignore_errors=True)
-    except OSError:
-        pass
+    linked = linked_socket_dir(run_dir)
+    if linked is not None:
+        shutil.rmtree(linked, ignore_errors=True)
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -164,7 +164,7 @@ class DockerRuntime(Runtime):
         assert image is not None, "_create checked it"
         if os.geteuid() == 0:
             run.owner = image.owner
-            run.chown_tree()
+            run.chown_tree(whole=True)  # the container's supervisor writes there: the container is the boundary
         socket_dir = run.socket_dir()
         if copy:
             mounts = [Mount(target=str(run.path), source=None, type="volume")]

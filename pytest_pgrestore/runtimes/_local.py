@@ -1,8 +1,11 @@
 """The local runtime: a postgres process on this machine, run as a non-root user.
 
-The postmaster runs under a tiny POSIX-sh supervisor.  When the harness process disappears
-(SIGKILL, a crashed runner) the supervisor stops PostgreSQL and removes the run directory, so
-nothing of ours outlives the run — unless ``keep`` was written into the run dir.
+The postmaster runs under the supervisor of :mod:`._supervise`, which runs as the harness's user
+(root in CI: the server user can neither signal nor mislead it) and holds the postmaster and
+everything it starts in a PID namespace of its own (a child subreaper where namespaces are
+refused).  The harness signals only the supervisor, never a pid read from a file.  When the
+harness process disappears (SIGKILL, a crashed runner) the supervisor stops PostgreSQL, ends every
+process the copy started and removes the run directory — unless the harness wrote ``keep``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import pwd
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,30 +31,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LocalRuntime", "LocalServer", "server_owner"]
 
-_SUPERVISOR = """#!/bin/sh
-# Supervisor written by pytest-pgrestore: runs postgres; if the harness (pid {harness}) is gone
-# and the run was not kept, stop postgres and remove the run directory.
-# Paths come as arguments, never as text inside this script: a workdir may hold any character.
-run=$1
-log=$2
-shift 2
-"$@" >>"$log" 2>&1 &
-pg=$!
-echo "$pg" > "$run/postmaster.child"
-trap 'kill -INT $pg 2>/dev/null' INT TERM
-while kill -0 "$pg" 2>/dev/null; do
-  if [ ! -d /proc/{harness} ] && [ ! -f "$run/keep" ]; then
-    kill -INT "$pg" 2>/dev/null
-    i=0
-    while kill -0 "$pg" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -KILL "$pg" 2>/dev/null
-    rm -rf "$run"
-    exit 0
-  fi
-  sleep 0.5
-done
-wait "$pg"
-"""
+#: the supervisor, run as a script by the harness's own interpreter (see :mod:`._supervise`)
+SUPERVISOR = Path(__file__).with_name("_supervise.py")
+#: False: the supervisor does without namespaces (its subreaper fallback), as where they are refused
+NAMESPACES = True
+#: the harness → supervisor signals: fast shutdown, immediate shutdown, SIGKILL of the postmaster
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1)
 
 _CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C", "LC_ALL": "C", "TZ": "UTC"}
 
@@ -84,31 +70,43 @@ class LocalServer:
     launch: dict[str, Any] | None = field(default=None, repr=False)  # the Popen arguments, to start it again
 
     def postmaster_pid(self) -> int | None:
-        try:
-            return int((self.run_dir / "postmaster.child").read_text())
-        except (OSError, ValueError):
-            return None
+        """The postmaster's pid, found from the supervisor down through ``/proc`` (nothing the
+        server wrote): the first process of the server user below the supervisor."""
+        return find_postmaster(self.process.pid, self.owner[0] if self.owner else os.geteuid())
+
+    def containment(self, *, wait: float = 5.0) -> str:
+        """How the copy's processes are held: pid-namespace, user-pid-namespace or subreaper (the
+        supervisor writes it in the first moments after its start)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                mode = (self.run_dir / "containment").read_text().strip()
+            except OSError:
+                mode = ""
+            if mode or time.monotonic() > deadline or self.process.poll() is not None:
+                return mode or "unknown"
+            time.sleep(0.02)
 
     def poll(self) -> int | None:
         return self.process.poll()
 
     def stop(self, *, timeout: float = 30.0) -> None:
-        """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL."""
-        pid = self.postmaster_pid()
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        """Fast shutdown, then immediate, then SIGKILL — asked of the supervisor, which ends every
+        process the copy started before it exits.  Returns once the supervisor is gone."""
+        for sig, wait in zip(_STOP_SIGNALS, (timeout, 5.0, 5.0)):
             if self.process.poll() is not None:
                 return
-            if pid:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+            try:
+                os.kill(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
             try:
                 self.process.wait(wait)
                 return
             except subprocess.TimeoutExpired:
-                log.warning("postgres (pid %s) ignored %s", pid, sig.name)
-        self.process.kill()
+                log.warning("the supervisor of %s (pid %s) did not end after %s", self.run_dir, self.process.pid,
+                            sig.name)
+        self.process.kill()  # its namespace's process 1 goes with it (PR_SET_PDEATHSIG), and all in it
         self.process.wait(5)
 
     @contextmanager
@@ -124,7 +122,7 @@ class LocalServer:
         try:
             yield self
         finally:
-            self.process = subprocess.Popen(**self.launch)
+            self.process = _spawn(self.launch, self.run_dir)
             self._wait_ready(timeout)
 
     def recovery_prober(self) -> RecoveryProber:
@@ -175,6 +173,15 @@ class LocalRuntime(Runtime):
         super().__init__(settings, evidence=evidence)
         self._owner = server_owner()
         self.tools: PgBinaries | None = None
+        self._server: LocalServer | None = None
+
+    def describe(self) -> str | None:
+        """Once started: how the copy is contained, and who runs what."""
+        if self._server is None:
+            return None
+        who = (f"server as uid {self.owner[0]}, supervisor as uid {os.geteuid()}" if self.owner
+               else f"server and supervisor as uid {os.geteuid()} (no privilege boundary)")
+        return f"local; containment: {self._server.containment()}; {who}"
 
     @property
     def owner(self) -> tuple[int, int] | None:
@@ -199,24 +206,73 @@ class LocalRuntime(Runtime):
         if self.tools is None:
             raise RuntimeError("LocalRuntime.binaries() comes before start()")
         run_dir, pgdata, log_file = run.path, run.pgdata, run.log_file
-        sup = run_dir / "supervisor.sh"
         from ..restore._owner import harness_pid
+        from ..restore._sweep import linked_socket_dir
+        from ._host import process_start
 
-        sup.write_text(_SUPERVISOR.format(harness=int(harness_pid())))
-        sup.chmod(0o755)
+        harness = harness_pid()
+        argv = [sys.executable, "-I", "-S", str(SUPERVISOR), "--harness", str(harness),
+                "--harness-start", process_start(harness) or "", "--run", str(run_dir)]
+        if not NAMESPACES:
+            argv.append("--no-namespace")
+        linked = linked_socket_dir(run_dir)
+        if linked is not None:
+            argv += ["--sockdir", str(linked)]
         if self.owner:
-            os.chown(sup, *self.owner)
-        argv = ["/bin/sh", str(sup), str(run_dir), str(log_file), str(self.tools.tool("postgres")), "-D", str(pgdata),
-                "-c", f"config_file={config_file}"]
+            argv += ["--uid", str(self.owner[0]), "--gid", str(self.owner[1])]
+        argv += ["--", str(self.tools.tool("postgres")), "-D", str(pgdata), "-c", f"config_file={config_file}"]
         for name, value in settings.items():
             argv += ["-c", f"{name}={value}"]
-        kwargs: dict[str, Any] = {}
-        if self.owner:
-            kwargs.update(user=self.owner[0], group=self.owner[1], extra_groups=[])
         launch: dict[str, Any] = dict(args=argv, cwd=run_dir, env=dict(_CLEAN_ENV), start_new_session=True,
-                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
-        return LocalServer(subprocess.Popen(**launch), run_dir, "127.0.0.1", port, str(socket_dir), pgdata=pgdata,
-                           binaries=self.tools, owner=self.owner, log_file=log_file, launch=launch)
+                                      stdin=subprocess.DEVNULL, log_file=log_file)
+        server = LocalServer(_spawn(launch, run_dir), run_dir, "127.0.0.1", port, str(socket_dir), pgdata=pgdata,
+                             binaries=self.tools, owner=self.owner, log_file=log_file, launch=launch)
+        self._server = server
+        return server
+
+
+def _spawn(launch: dict[str, Any], run_dir: Path) -> subprocess.Popen:
+    """Start the supervisor with the server log as its output (the harness opens it: the server
+    user writes it only through that descriptor), and note its pid for a person stopping a kept
+    run by hand."""
+    from ..restore._rundir import write_private
+
+    kwargs = dict(launch)
+    log_path = kwargs.pop("log_file")
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        process = subprocess.Popen(**kwargs, stdout=fd, stderr=fd)
+    finally:
+        os.close(fd)
+    write_private(run_dir / "supervisor.pid", f"{process.pid}\n", mode=0o644)
+    return process
+
+
+def find_postmaster(supervisor: int, server_uid: int) -> int | None:
+    """The first process of ``server_uid`` below ``supervisor`` (breadth first, through
+    ``/proc/<pid>/task/<tid>/children``): the postmaster, whose children come after it."""
+    todo = [supervisor]
+    while todo:
+        level: list[int] = []
+        for pid in todo:
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tasks:
+                try:
+                    level += [int(k) for k in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+                except (OSError, ValueError):
+                    continue
+        for pid in level:
+            try:
+                if os.stat(f"/proc/{pid}").st_uid == server_uid and pid != supervisor \
+                        and Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+                    return pid
+            except OSError:
+                continue
+        todo = level
+    return None
 
 
 def wait_gone(server: LocalServer, timeout: float) -> bool:

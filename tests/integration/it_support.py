@@ -79,3 +79,15 @@ def our_postgres_processes(workroot: Path) -> list[str]:
         if cmd and cmd[0].endswith(b"postgres") and any(str(workroot / "runs").encode() in c for c in cmd):
             found.append(pid)
     return found
+
+
+def postmaster_of(run_dir: Path, pgdata: Path | None = None) -> int | None:
+    """The postmaster of a local run dir: found from its supervisor down through /proc."""
+    from pytest_pgrestore.runtimes._local import find_postmaster
+
+    try:
+        supervisor = int((run_dir / "supervisor.pid").read_text())
+        server_uid = os.stat(pgdata or run_dir / "pgdata").st_uid
+    except (OSError, ValueError):
+        return None
+    return find_postmaster(supervisor, server_uid)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from it_support import our_postgres_processes
+from it_support import our_postgres_processes, postmaster_of
 
 from pytest_pgrestore.restore._rundir import free_port, list_run_dirs
 
@@ -138,8 +138,9 @@ def test_restore_keep_running_then_stop(pg15, workroot):
                              dbname="postgres") as conn:
             assert conn.execute("select count(*) from t").fetchone()[0] == pg15.total_rows
     finally:
-        pid = int((run_dir / "postmaster.child").read_text())
-        os.kill(pid, 2)
+        pid = postmaster_of(run_dir, pgdata)
+        assert pid, "the postmaster is found under its supervisor"
+        os.kill(int((run_dir / "supervisor.pid").read_text()), 2)  # what the message says to do
         for _ in range(100):
             if not os.path.isdir(f"/proc/{pid}"):
                 break

@@ -42,14 +42,12 @@ def test_drill(restored_postgres, restored_db):
     assert restored_db.execute("select count(*) from t").fetchone()[0] == {rows}
     OUT.joinpath("dsn").write_text(restored_postgres.dsn)
     run_dir = restored_postgres.run_dir
-    postmaster = int((run_dir / "postmaster.child").read_text())
+    from pytest_pgrestore.runtimes._local import find_postmaster
+
+    supervisor = int((run_dir / "supervisor.pid").read_text())
+    postmaster = find_postmaster(supervisor, os.stat(run_dir / "pgdata").st_uid)
     OUT.joinpath("postmaster.environ").write_bytes(_environ(postmaster))
-    for pid in os.listdir("/proc"):
-        try:
-            if pid.isdigit() and str(run_dir / "supervisor.sh").encode() in Path(f"/proc/{{pid}}/cmdline").read_bytes():
-                OUT.joinpath("supervisor.environ").write_bytes(_environ(int(pid)))
-        except OSError:
-            pass
+    OUT.joinpath("supervisor.environ").write_bytes(_environ(supervisor))
 
 
 @pytest.mark.restore_target("latest", source="s3://{bucket}/damaged")

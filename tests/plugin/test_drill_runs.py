@@ -404,15 +404,15 @@ def test_keep_always_leaves_the_server_and_says_how_to_reach_it(pytester, run_dr
         assert f"KEPT on purpose: {run_dir} holds a copy of production data" in output
         assert any(
             line.startswith("  connect: psql -h ")
-            and f"stop: kill -INT $(cat {run_dir}/postmaster.child)" in line
+            and f"stop: kill -INT $(cat {run_dir}/supervisor.pid)" in line
             for line in result.outlines
         ), output
-        pid = int((run_dir / "postmaster.child").read_text())
+        pid = int((run_dir / "supervisor.pid").read_text())
         assert not wait_for(lambda: not Path(f"/proc/{pid}").exists(), 1.5), "kept server stopped"
     finally:
         for run_dir in list_run_dirs(workroot / "runs"):
             try:
-                os.kill(int((run_dir / "postmaster.child").read_text()), signal.SIGINT)
+                os.kill(int((run_dir / "supervisor.pid").read_text()), signal.SIGINT)
             except (OSError, ValueError):
                 pass
         assert wait_for(lambda: not our_postgres_processes(workroot), 30)

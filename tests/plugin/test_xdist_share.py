@@ -30,7 +30,9 @@ def note(inst, what):
 def test_the_run_dir_belongs_to_the_controller(restored_postgres):
     record = json.loads((restored_postgres.run_dir / "run.json").read_text())
     assert record["pid"] == os.getppid()  # the xdist controller, not a worker
-    assert f"/proc/{{os.getppid()}}" in (restored_postgres.run_dir / "supervisor.sh").read_text()
+    supervisor = int((restored_postgres.run_dir / "supervisor.pid").read_text())
+    argv = open(f"/proc/{{supervisor}}/cmdline", "rb").read().split(b"\\0")
+    assert argv[argv.index(b"--harness") + 1] == str(os.getppid()).encode()  # watches the controller
     note(restored_postgres, "owner")
 
 """

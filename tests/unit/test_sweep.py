@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,10 +87,34 @@ def test_a_run_dir_from_before_records_falls_back_to_its_harness_pid(workdir):
     assert sweep_stale(workdir) == [old] and not old.exists()
 
 
-def test_the_private_socket_dir_goes_with_its_run_dir(workdir, tmp_path):
-    sock = tmp_path / "pgr-sock"
-    sock.mkdir()
+def test_the_private_socket_dir_goes_with_its_run_dir(workdir):
+    sock = Path(tempfile.mkdtemp(prefix="pgr-", dir="/tmp"))  # where RunDir.socket_dir makes one
     d = run_dir(workdir, "r-gone", pid=dead_pid())
     (d / "sock.link").write_text(str(sock))
     sweep_stale(workdir)
     assert not d.exists() and not sock.exists()
+
+
+@pytest.mark.parametrize("where", ["elsewhere", "tmp-not-ours", "symlink"])
+def test_a_sock_link_naming_anything_else_removes_nothing_but_the_run_dir(workdir, tmp_path, where):
+    """Twin: sock.link is a path the harness reads back; one naming a directory it would not
+    have made (another folder, a /tmp dir without our prefix, a symlink to a folder) is ignored."""
+    canary = tmp_path / "precious"
+    canary.mkdir()
+    (canary / "file").write_text("keep me")
+    target = {"elsewhere": canary,
+              "tmp-not-ours": Path(tempfile.mkdtemp(prefix="other-", dir="/tmp")),
+              "symlink": Path(tempfile.mktemp(prefix="pgr-", dir="/tmp"))}[where]
+    if where == "symlink":
+        target.symlink_to(canary)
+    try:
+        d = run_dir(workdir, "r-gone", pid=dead_pid())
+        (d / "sock.link").write_text(str(target))
+        sweep_stale(workdir)
+        assert not d.exists()
+        assert (canary / "file").read_text() == "keep me" and target.exists()
+    finally:
+        if target.is_symlink():
+            target.unlink()
+        elif target != canary:
+            shutil.rmtree(target, ignore_errors=True)
