@@ -12,12 +12,22 @@ files out of the spool; it never talks to the store.  The contract with PostgreS
 
 The wrapper and the harness talk through files: ``req/<name>`` (wrapper asks),
 ``<name>`` (ready), ``<name>.absent`` (confirmed missing), ``<name>.error`` (fetch failed).
+
+The spool belongs to the server user, and the server runs code from the backup as that user, so
+the harness (often root) trusts nothing in it: it opens the spool and ``req/`` once, before the
+server starts, and does everything after relative to those directory descriptors — files made
+with ``O_EXCL | O_NOFOLLOW`` under unpredictable temp names and renamed into place, markers
+likewise, ownership given by ``fchown``, names read from ``req/`` checked against the pattern the
+wrapper allows.  A symlink planted anywhere, or the spool or ``req/`` swapped for one, is never
+followed: root never writes, chowns, lists or deletes outside the directories it made.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import shlex
 import threading
 import time
@@ -86,9 +96,59 @@ def write_wrapper(path: Path, spool: Path, harness_pid: int | None, *, max_wait_
             "waited=0\n", f"waited=0; hb={shlex.quote(str(heartbeat))}; stale={stale}; beat=; still=0\n")
     elif harness_pid is None:
         raise ValueError("write_wrapper needs the harness pid or a heartbeat file")
-    path.write_text(text)
-    path.chmod(0o755)
+    # the run dir belongs to the server user: a fresh file renamed over whatever is at ``path``
+    parent = os.open(path.parent, _DIR_FLAGS)
+    try:
+        tmp, fd = _create_temp(parent, path.name, 0o755)
+        try:
+            with open(fd, "w", encoding="utf-8") as out:
+                os.fchmod(out.fileno(), 0o755)  # whatever the umask
+                out.write(text)
+            os.rename(tmp, path.name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            _discard(parent, tmp)
+            raise
+    finally:
+        os.close(parent)
     return path
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: the names the wrapper asks for (its ``case`` pattern), bounded so a temp name fits NAME_MAX
+_WAL_NAME = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z._-]{0,127}")
+
+
+def _is_wal_name(name: str) -> bool:
+    return _WAL_NAME.fullmatch(name) is not None
+
+
+def _temp_token() -> str:
+    return secrets.token_hex(16)
+
+
+def _create_temp(dir_fd: int, base: str, mode: int = 0o600) -> tuple[str, int]:
+    """A new file ``.tmp.<base>.<random>`` in ``dir_fd``, made by this call (``O_EXCL``, never
+    through a symlink): (its name, a descriptor open for writing).  A name that is taken —
+    planted by someone who guessed it — is left alone and another one tried."""
+    for _ in range(3):
+        tmp = f".tmp.{base}.{_temp_token()}"
+        try:
+            return tmp, os.open(tmp, _NEW_FILE_FLAGS, mode, dir_fd=dir_fd)
+        except FileExistsError:
+            log.warning("%s already existed (the harness did not make it): left alone", tmp)
+    raise FileExistsError(f"no free temp name for {base}")
+
+
+def _discard(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def _yield_cpu() -> None:
@@ -154,11 +214,26 @@ class WalSpool:
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._threads: list[threading.Thread] = []
-        (self.dir / "req").mkdir(parents=True, exist_ok=True)
-        for d in (self.dir, self.dir / "req"):
-            d.chmod(0o700)
+        self._stuck: set[str] = set()  # entries in req/ that would not go: not answered again
+        self._reported: set[str] = set()  # what the spool already complained about (once each)
+        # opened once, before the server starts; every later operation is relative to these
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._dir_fd = os.open(self.dir, _DIR_FLAGS)
+        try:
+            try:
+                os.mkdir("req", 0o700, dir_fd=self._dir_fd)
+            except FileExistsError:
+                pass
+            self._req_fd = os.open("req", _DIR_FLAGS, dir_fd=self._dir_fd)
+        except BaseException:
+            os.close(self._dir_fd)
+            raise
+        for fd in (self._dir_fd, self._req_fd):
+            os.fchmod(fd, 0o700)
             if owner:
-                os.chown(d, *owner)
+                os.fchown(fd, *owner)
+        self._identity = {"spool directory": _identity(os.fstat(self._dir_fd)),
+                          "spool's req directory": _identity(os.fstat(self._req_fd))}
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, *, head_start: int | None = None) -> WalSpool:
@@ -191,6 +266,13 @@ class WalSpool:
             t.join(timeout=10)
         if self._pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if any(t.is_alive() for t in self._threads):  # a descriptor number reused under it: worse than a leak
+            log.warning("a WAL spool thread is still running: its directory descriptors stay open")
+            return
+        fds, self._dir_fd, self._req_fd = (self._dir_fd, self._req_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
 
     def fetch_all(self, extra: dict[str, str], *, timeout: float) -> None:
         """Fetch every planned segment and the ``extra`` files (name → key) before replay starts:
@@ -200,7 +282,7 @@ class WalSpool:
             self.window = self.ahead = max(self.window, len(self.plan.segments))
             self._lock.notify_all()
         for name, key in extra.items():
-            if not (self.dir / name).exists():
+            if not self._present(name):
                 self._deliver(name, key)
         deadline = time.monotonic() + timeout
         while True:
@@ -241,18 +323,22 @@ class WalSpool:
 
     def _deliver(self, name: str, key: str) -> None:
         started = time.monotonic()
-        tmp = self.dir / f".tmp.{name}.{threading.get_ident()}"
+        tmp = None
         try:
+            if not _is_wal_name(name):
+                raise ValueError(f"{name!r} is not a WAL file name")
             if self.before_deliver:
                 self.before_deliver(name)
             size = 0
-            with self.fmt.open_wal(key) as src, open(tmp, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-                    size += len(chunk)
-                if self.owner:
-                    os.fchown(out.fileno(), *self.owner)
-            os.rename(tmp, self.dir / name)
+            with self.fmt.open_wal(key) as src:
+                tmp, fd = _create_temp(self._dir_fd, name)
+                with open(fd, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+                        size += len(chunk)
+                    if self.owner:
+                        os.fchown(out.fileno(), *self.owner)
+            os.rename(tmp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
         except Withheld as why:
             log.warning("withholding %s on purpose: %s", name, why)
             if name not in self.stats.withheld:
@@ -261,7 +347,8 @@ class WalSpool:
             return
         except Exception as exc:  # any failure must reach the wrapper as a hard error
             log.error("fetching %s (%s) failed: %s", name, key, exc)
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                _discard(self._dir_fd, tmp)
             self.stats.errors[name] = f"{key}: {exc}"
             self._mark(name, "error", f"{key}: {exc}\n")
             return
@@ -275,24 +362,88 @@ class WalSpool:
                 self.stats.waited_seconds += time.monotonic() - asked
 
     def _mark(self, name: str, kind: str, text: str = "") -> None:
-        path = self.dir / f"{name}.{kind}"
-        path.write_text(text)
-        if self.owner:
-            os.chown(path, *self.owner)
+        """Leave ``<name>.<kind>`` for the wrapper: a new file renamed over whatever is there (a
+        symlink the server planted is replaced, not followed).  A failure is logged: the wrapper,
+        unanswered, fails on its own time limit."""
+        marker = f"{name}.{kind}"
+        tmp = None
+        try:
+            if not _is_wal_name(name):
+                raise ValueError(f"{name!r} is not a WAL file name")
+            tmp, fd = _create_temp(self._dir_fd, marker)
+            with open(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+                if self.owner:
+                    os.fchown(out.fileno(), *self.owner)
+            os.rename(tmp, marker, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        except (OSError, ValueError) as exc:
+            log.error("could not leave the marker %s in the WAL spool: %s", marker, exc)
+            if tmp is not None:
+                _discard(self._dir_fd, tmp)
+
+    def _present(self, name: str) -> bool:
+        """Whether the spool holds ``name`` (whatever it is: nothing is followed)."""
+        try:
+            os.stat(name, dir_fd=self._dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _report_once(self, key: str, message: str, *args) -> None:
+        """Log an error once per ``key``; what names a file is bounded (the server makes the names)."""
+        if key in self._reported or (len(self._reported) >= 100 and not key.startswith("swap:")):
+            return
+        self._reported.add(key)
+        log.error(message, *args)
 
     # -- requests from the wrapper ---------------------------------------------------------
     def _request_loop(self) -> None:
-        req = self.dir / "req"
         while not self._stop.is_set():
             try:
-                names = os.listdir(req)
-            except FileNotFoundError:
-                return
-            for name in names:
-                self._answer(name)
-                (req / name).unlink(missing_ok=True)
-            self._follow_replay()
+                self._check_swapped()
+                self._take_requests()
+                self._follow_replay()
+            except Exception as exc:  # the thread that answers replay must outlive whatever it finds
+                self._report_once(f"loop:{exc}", "answering restore_command's requests: %s", exc)
             self._stop.wait(0.01)
+
+    def _take_requests(self) -> None:
+        for name in os.listdir(self._req_fd):
+            if name in self._stuck:
+                continue
+            if _is_wal_name(name):
+                self._answer(name)
+            else:
+                self._report_once(f"name:{name}", "ignored a request for %r in the WAL spool: not a WAL "
+                                  "file name (the wrapper never asks for one)", name)
+            try:
+                os.unlink(name, dir_fd=self._req_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a directory, say: the wrapper never makes one
+                self._stuck.add(name)
+                self._report_once(f"stuck:{name}", "cannot remove the request req/%s from the WAL spool (%s): "
+                                  "no longer answered", name, exc)
+
+    def _check_swapped(self) -> None:
+        """The server user may rename the spool or ``req/`` away and put a symlink in its place.
+        The harness goes on in the directories it made (it never follows the swap); say so once,
+        since the wrapper, going by path, is now talking to something else."""
+        now: dict[str, tuple[int, int] | None] = {}
+        try:
+            now["spool directory"] = _identity(os.stat(self.dir, follow_symlinks=False))
+        except OSError:
+            now["spool directory"] = None
+        try:
+            now["spool's req directory"] = _identity(os.stat("req", dir_fd=self._dir_fd, follow_symlinks=False))
+        except OSError:
+            now["spool's req directory"] = None
+        for what, ident in now.items():
+            if ident != self._identity[what]:
+                where = self.dir if what == "spool directory" else self.dir / "req"
+                self._report_once(f"swap:{what}", "the %s %s was replaced or removed (not by the harness: by "
+                                  "the server user?); the harness keeps to the directory it made and "
+                                  "follows nothing put there, so restore_command will fail", what, where)
 
     def _follow_replay(self) -> None:
         """Replay takes a file it finds ready without asking: a delivered segment gone from the
@@ -301,7 +452,7 @@ class WalSpool:
             moved = False
             while self._cursor + 1 < self._next:
                 name = self.plan.segments[self._cursor + 1]
-                if name not in self._delivered or (self.dir / name).exists():
+                if name not in self._delivered or self._present(name):
                     break
                 self._cursor += 1
                 moved = True
@@ -309,7 +460,7 @@ class WalSpool:
                 self._lock.notify_all()
 
     def _answer(self, name: str) -> None:
-        if (self.dir / name).exists():
+        if self._present(name):
             return
         with self._lock:
             self._asked.setdefault(name, time.monotonic())
@@ -325,7 +476,7 @@ class WalSpool:
             if refetch:  # replay asked again for a segment it already consumed
                 self._started_pool().submit(self._deliver, name, self.plan.segment_keys[name])
             return
-        if name in self.stats.on_demand or (self.dir / f"{name}.absent").exists():
+        if name in self.stats.on_demand or self._present(f"{name}.absent"):
             return
         self.stats.on_demand.append(name)
         self._started_pool().submit(self._on_demand, name)
