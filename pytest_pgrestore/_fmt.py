@@ -12,6 +12,8 @@ Pure: no import from the rest of the package.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["decimal_bytes", "human_bytes", "human_duration", "option_duration", "short_duration"]
 
 _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -71,3 +73,11 @@ def short_duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s@:]*):[^\s@]*@")  # a secret key may hold "/"
+
+
+def redact_userinfo(text: str) -> str:
+    """``scheme://user:password@host`` → ``scheme://user:<redacted>@host``, anywhere in ``text``."""
+    return _USERINFO.sub(r"\1\2:<redacted>@", text)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgrestore._fmt import decimal_bytes, human_bytes, human_duration, option_duration, short_duration
+from pytest_pgrestore._fmt import (decimal_bytes, human_bytes, human_duration, option_duration, redact_userinfo,
+                                   short_duration)
 from pytest_pgrestore.settings._options import parse_duration
 
 
@@ -65,3 +66,25 @@ def test_human_duration_truncates_to_whole_seconds(seconds, text):
 ])
 def test_short_duration_rounds_for_an_eta(seconds, text):
     assert short_duration(seconds) == text
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("https://ops:hunter2-secret@wiki.example.com/runbook", "https://ops:<redacted>@wiki.example.com/runbook"),
+    ("see http://a:b@127.0.0.1:9000/x and s3://k:s/ecret@bucket", "see http://a:<redacted>@127.0.0.1:9000/x and "
+     "s3://k:<redacted>@bucket"),
+    ("https://wiki.example.com/runbook?user=a:b", "https://wiki.example.com/runbook?user=a:b"),  # twin: no userinfo
+    ("http://user@host/", "http://user@host/"),  # a user name alone is no secret
+])
+def test_a_password_in_any_url_is_redacted(text, shown):
+    assert redact_userinfo(text) == shown
+
+
+def test_the_settings_header_and_the_evidence_never_show_a_url_password():
+    from pytest_pgrestore.evidence._record import redact
+    from pytest_pgrestore.settings._options import resolve_settings
+
+    s = resolve_settings(cli={"source": "/var/backups/pg", "runbook_url": "https://ops:hunter2-secret@wiki/rb"},
+                         env={}, ini={})
+    header = "\n".join(s.report_lines())
+    assert "hunter2-secret" not in header and "<redacted>" in header
+    assert redact({"runbook": "https://ops:hunter2-secret@wiki/rb"}, env={}) == {"runbook": "https://ops:<redacted>@wiki/rb"}
