@@ -23,7 +23,7 @@ from .. import __version__
 from .._fmt import option_duration
 
 __all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "restore_record", "failed_record", "budget_violations",
-           "document", "redact", "ci_context", "passed", "PHASE_ORDER"]
+           "document", "redact", "ci_context", "passed", "PHASE_ORDER", "drill_warnings"]
 
 SCHEMA_ID = "urn:pytest-pgrestore:evidence:v1"  # the $id of docs/evidence.schema.json
 SCHEMA_VERSION = 1
@@ -132,10 +132,23 @@ def restore_record(label: str, result, settings, *, violations: list[str]) -> di
         "versions": {**r.versions, "pytest_pgrestore": __version__},
         "runtime": ev.get("runtime"),
         "preload": ev.get("preload"),
+        "drill_role": ev.get("drill_role"),
+        "drill_superuser": ev.get("drill_superuser"),
+        "warnings": drill_warnings(ev, settings),
         "attempts": [{"backup": a.backup, "outcome": str(a.outcome), "detail": a.detail} for a in r.attempts],
         "violations": list(violations),
         "drills": [],
     }
+
+
+def drill_warnings(ev: Mapping[str, Any], settings) -> list[str]:
+    """A plain sentence when the drills ran as a superuser (``--restore-user`` named one)."""
+    if not ev.get("drill_superuser"):
+        return []
+    origin = getattr(settings, "origins", {}).get("user", "default")
+    return [f"drills ran as {ev.get('drill_role')}, a SUPERUSER (--restore-user from {origin}): a drill could "
+            "run programs and read files on the runner as the server's OS user; leave --restore-user unset to "
+            "drill as the non-superuser drill role"]
 
 
 def failed_record(label: str, source: str | None, target: str, message: str) -> dict[str, Any]:

@@ -66,6 +66,8 @@ def terminal_lines(records: Iterable[Mapping[str, Any]]) -> list[tuple[str, bool
                 out.append((f"  {_prefetch_text(rec)}", ok))
         for v in rec.get("violations", []):
             out.append((f"  BUDGET: {v.splitlines()[0]}", False))
+        for w in rec.get("warnings") or []:
+            out.append((f"  WARNING: {w}", False))
         if rec.get("rpo", {}).get("heartbeat_error"):
             out.append((f"  heartbeat query failed: {rec['rpo']['heartbeat_error']}", False))
     return out
@@ -90,6 +92,7 @@ def markdown(doc: Mapping[str, Any]) -> str:
             reasons += [f"{d['nodeid']}: {d.get('message') or d['outcome']}" for d in rec.get("drills", [])
                         if d["outcome"] != "passed"]
             lines += [f"- {_md(r[:300])}" for r in reasons if r]
+        lines += [f"- ⚠️ {_md(w)}" for w in rec.get("warnings") or []]
     if run.get("runbook_url"):
         lines += ["", f"Runbook: {run['runbook_url']}"]
     return "\n".join(lines) + "\n"
@@ -118,6 +121,9 @@ def html_section(doc: Mapping[str, Any]) -> str:
                 ("WAL prefetch", _prefetch_text(rec) or "-"),
                 ("drills", _drills_text(rec))]
         rows += [("budget exceeded", v) for v in rec.get("violations", [])]
+        if rec.get("drill_role"):
+            rows.append(("drills ran as", f"{rec['drill_role']}{' (SUPERUSER)' if rec.get('drill_superuser') else ''}"))
+        rows += [("warning", w) for w in rec.get("warnings") or []]
         parts.append(f'<h3 style="color:{color}">{e(rec["id"])}: {e(rec.get("outcome") or "FAILED")}</h3>')
         parts.append('<table class="pgrestore-restore" style="border-collapse:collapse;color:#222">')
         parts += [f'<tr><th style="text-align:left;padding-right:1em">{e(k)}</th><td>{e(str(v))}</td></tr>'
@@ -146,6 +152,8 @@ def junit_properties(rec: Mapping[str, Any]) -> list[tuple[str, str]]:
     props += [(f"restore_wal_prefetch_{k}", w[k]) for k in ("bytes", "busy_seconds", "replay_waited_seconds")
               if k in w]
     props += [("restore_budget_exceeded", v.splitlines()[0]) for v in rec.get("violations", [])]
+    if rec.get("drill_role"):
+        props += [("restore_drill_role", rec["drill_role"]), ("restore_drill_superuser", rec.get("drill_superuser"))]
     return [(k, "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)) for k, v in props]
 
 

@@ -249,6 +249,10 @@ class RestoreAttempt:
         self.result.evidence["production_passwords"] = (
             f"cleared for the life of the copy: {len(cleared)} role(s) had one" if cleared
             else "none in the backup")
+        # least privilege: drills connect as a role of the harness's own unless --restore-user was given
+        role = inst.create_drill_role() if s.drill_role_default else s.user
+        self.result.evidence["drill_role"] = role
+        self.result.evidence["drill_superuser"] = inst.is_superuser(role)
         return inst
 
     # -- retries and teardown -------------------------------------------------------------

@@ -36,6 +36,7 @@ class RestoreKey:
     user: str = "postgres"  # the role the instance's dsn logs in as
     dbname: str = "postgres"  # the database it connects to (checked to exist after promotion)
     preload: tuple[str, ...] = ()  # shared_preload_libraries kept: a different server
+    drill_role: bool = False  # drills connect as the least-privilege drill role, not as ``user``
 
     @property
     def label(self) -> str:
@@ -47,7 +48,8 @@ class RestoreKey:
         """A stable id of the whole key (file names of the xdist share)."""
         from hashlib import sha256
 
-        text = "\0".join([self.source, self.target, self.format, self.user, self.dbname, *self.preload])
+        text = "\0".join([self.source, self.target, self.format, self.user, self.dbname, *self.preload,
+                          *(["drill_role"] if self.drill_role else [])])
         return sha256(text.encode()).hexdigest()[:24]
 
 
@@ -62,7 +64,8 @@ class Share(Protocol):
 def key_for(settings: Settings) -> RestoreKey:
     source = settings.source.describe() if settings.source else "<no source>"
     return RestoreKey(source, str(settings.target), settings.format, user=settings.user,
-                      dbname=settings.dbname, preload=tuple(settings.preload))
+                      dbname=settings.dbname, preload=tuple(settings.preload),
+                      drill_role=settings.drill_role_default)
 
 
 class RestoreManager:
@@ -130,6 +133,7 @@ class RestoreManager:
         with inst.admin_connect("template1", autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(template_name(inst))))
+        inst.grant_writes(name)  # the drill role writes in the clone only
         return name
 
     def drop_db(self, inst: RestoredInstance, name: str) -> None:

@@ -176,7 +176,7 @@ class ContainerInstance(RestoredInstance):
     def admin_connect(self, dbname: str | None = None, **kwargs):
         import psycopg
 
-        return psycopg.connect(self.dsn_for(dbname=dbname or self.dbname), **kwargs)
+        return psycopg.connect(self.dsn_for(user=self.user, dbname=dbname or self.dbname), **kwargs)
 
     def _password_for(self, role: str) -> str:
         if role not in self._passwords:

@@ -390,7 +390,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("format", "auto", _one_of(*_FORMATS), "backup layout under the source", _FORMATS),
     OptionSpec("runtime", "local", _one_of(*_RUNTIMES), "how the restored server runs", _RUNTIMES),
     OptionSpec("dbname", "postgres", _parse_pg_name, "database the fixtures connect to"),
-    OptionSpec("user", "postgres", _parse_pg_name, "role the fixtures connect as"),
+    OptionSpec("user", "postgres", _parse_pg_name,
+               "superuser the harness works as; given, the fixtures connect as it too (not given, drills "
+               "connect as a non-superuser drill role that can read everything)"),
     OptionSpec("preload", "none", _parse_preload,
                "libraries to keep in shared_preload_libraries (pg_stat_statements,auto_explain); every other "
                "library the backup preloads stays off"),
@@ -592,6 +594,12 @@ class Settings:
     progress: str | float = "auto"  # auto | live | off | seconds between lines
     origins: dict[str, str] = field(default_factory=dict, hash=False)  # name -> "env PGRESTORE_TARGET"
     env: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)  # holds AWS secrets
+
+    @property
+    def drill_role_default(self) -> bool:
+        """Drills connect as the harness's least-privilege drill role: ``user`` was not given by
+        any layer (its value is then only the harness's own superuser, default ``postgres``)."""
+        return self.origins.get("user", "default") == "default"
 
     def require_source(self) -> Source:
         if self.source is None:
