@@ -1,4 +1,5 @@
-"""The drill role's SQL, chosen by server version (issue 18, least privilege).
+"""The drill role's SQL, chosen by server version, and the warning when drills ran as a superuser
+(issue 18, least privilege).
 
 Only PostgreSQL 15 runs here: the PostgreSQL 13 path (no ``pg_read_all_data``) is chosen by
 ``server_version_num`` below, and run for real on 15 by forcing it
@@ -66,3 +67,30 @@ def test_no_statement_ever_grants_files_programs_or_superuser():
     # writes are granted per object, in a writable clone only: never a predefined role
     for stmt in _text(write_grants("s", "r")):
         assert not any(word in stmt for word in DANGEROUS), stmt
+
+
+def test_a_superuser_drill_is_a_warning_in_the_record_and_the_terminal():
+    from types import SimpleNamespace
+
+    from pytest_pgrestore.evidence._record import drill_warnings
+    from pytest_pgrestore.evidence._report import junit_properties, terminal_lines
+
+    settings = SimpleNamespace(origins={"user": "env PGRESTORE_USER"})
+    (warning,) = drill_warnings({"drill_role": "postgres", "drill_superuser": True}, settings)
+    assert warning.startswith("drills ran as postgres, a SUPERUSER (--restore-user from env PGRESTORE_USER)")
+    rec = {"id": "restore[latest]", "outcome": "REACHED", "passed": True, "rto": {"seconds": None},
+           "rpo": {"seconds": None}, "drill_role": "postgres", "drill_superuser": True, "warnings": [warning],
+           "detail": "reached"}
+    assert (f"  WARNING: {warning}", False) in terminal_lines([rec])
+    assert ("restore_drill_superuser", "true") in junit_properties(rec)
+
+
+def test_twin_the_drill_role_is_no_warning():
+    from pytest_pgrestore.evidence._record import drill_warnings
+    from pytest_pgrestore.evidence._report import terminal_lines
+
+    assert drill_warnings({"drill_role": "pgrestore_drill", "drill_superuser": False}, None) == []
+    rec = {"id": "restore[latest]", "outcome": "REACHED", "passed": True, "rto": {"seconds": None},
+           "rpo": {"seconds": None}, "drill_role": "pgrestore_drill", "drill_superuser": False, "warnings": [],
+           "detail": "reached"}
+    assert not any("WARNING" in line for line, _ in terminal_lines([rec]))
