@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import __version__
-from .._fmt import option_duration
+from .._fmt import option_duration, redact_userinfo
 
 __all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "restore_record", "failed_record", "budget_violations",
            "document", "redact", "ci_context", "passed", "PHASE_ORDER", "drill_warnings"]
@@ -223,11 +223,10 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
 def redact(obj: Any, env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> Any:
     """``obj`` with every secret value replaced by ``<redacted>`` in every string."""
     secrets = secret_values(env if env is not None else os.environ) + [s for s in extra if s and len(s) >= 6]
-    if not secrets:
-        return obj
 
     def walk(value: Any) -> Any:
         if isinstance(value, str):
+            value = redact_userinfo(value)  # a password in any URL: the endpoint's, a runbook's
             for secret in secrets:
                 if secret in value:
                     value = value.replace(secret, "<redacted>")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from .._fmt import option_duration
+from .._fmt import option_duration, redact_userinfo
 from ..errors import NoSourceConfigured, UsageError
 from ._target import RestoreTarget
 
@@ -639,6 +639,8 @@ class Settings:
             return "none configured"
         if _BY_NAME[name].secret and value is not None:
             return "set (not shown)"
+        if isinstance(value, str):
+            return redact_userinfo(value)
         if name in ("max_rto", "max_rpo") and value is not None:
             return option_duration(value)
         if name in ("checks", "preload"):
