@@ -150,9 +150,11 @@ class LocalServer:
         deadline = time.monotonic() + timeout
         pidfile = self.pgdata / "postmaster.pid"
         while self.process.poll() is None and time.monotonic() < deadline:
-            try:
-                lines = pidfile.read_text().splitlines()
-            except OSError:
+            try:  # PGDATA is the server user's: never through a link it planted
+                fd = os.open(pidfile, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd) as f:
+                    lines = f.read(4096).splitlines()
+            except (OSError, UnicodeDecodeError):
                 lines = []
             if len(lines) >= 8 and lines[7].strip() == "ready":
                 return
