@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from it_support import our_postgres_processes, run_dirs
 from psycopg import sql
@@ -191,7 +192,9 @@ def test_hostile_pgdata_restores_and_no_canary_fires(hostile, settings_factory):
     hostile.reset_canaries()
     before, conns = store_listing(hostile.repo), hostile.listener.count
     with Restorer(settings_factory(f"file://{hostile.repo}")).restore() as inst:
-        with inst.connect(autocommit=True) as conn:
+        # as the superuser over TCP: the probes below (a write, a WAL switch, a checkpoint) need it,
+        # and drills connect as the non-superuser drill role
+        with psycopg.connect(inst.dsn_for(user=inst.user), autocommit=True) as conn:
             (rows,) = conn.execute("select count(*) from t").fetchone()
             (subscribed,) = conn.execute("select subenabled from pg_subscription where subname = 'hostile_sub'").fetchone()
             settings = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in QUARANTINED}
