@@ -109,7 +109,7 @@ def canary_state(canary: Path) -> tuple:
 @pytest.fixture(scope="module")
 def hostile(workroot):
     """(repo, canary): the hostile backup, and a root-owned 0700 directory outside every run dir."""
-    root = workroot / "hostile"
+    root = workroot / "containment-hostile"
     root.mkdir()
     canary = root / "canary"
     canary.mkdir(mode=0o700)
