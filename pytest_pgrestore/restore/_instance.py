@@ -41,6 +41,7 @@ class RestoredInstance:
     result: RestoreResult
     run_dir: Path
     _passwords: dict[str, str] = field(default_factory=dict, repr=False)
+    _admin_user: str | None = field(default=None, repr=False, compare=False)  # the bootstrap superuser
     #: the runtime's server (LocalServer, DockerServer): stop/restart for checks that need it offline
     server: object | None = field(default=None, repr=False, compare=False)
     #: set when several processes share this server (xdist): each role's password derives from it,
@@ -77,10 +78,20 @@ class RestoredInstance:
                              dbname=dbname or self.dbname)
 
     def admin_connect(self, dbname: str | None = None, **kwargs):
-        """A superuser connection over the run dir's private socket."""
+        """A superuser connection over the run dir's private socket: as the cluster's bootstrap
+        superuser (the role of oid 10, whatever its name), so the harness's own work still runs
+        when ``--restore-user`` names a role that is not one."""
         import psycopg
 
-        return psycopg.connect(host=self.socket_dir, port=self.port, user=self.user,
+        if self._admin_user is None:
+            try:
+                with psycopg.connect(host=self.socket_dir, port=self.port, user=self.user, dbname="template1",
+                                     connect_timeout=10) as conn:
+                    row = conn.execute("select rolname from pg_roles where oid = 10").fetchone()
+                self._admin_user = row[0] if row else self.user
+            except psycopg.OperationalError:
+                self._admin_user = self.user  # the connection below fails the same way, and says why
+        return psycopg.connect(host=self.socket_dir, port=self.port, user=self._admin_user,
                                dbname=dbname or self.dbname, **kwargs)
 
     def connect(self, **kwargs):

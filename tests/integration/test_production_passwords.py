@@ -46,3 +46,22 @@ def test_production_passwords_no_longer_log_in(with_app_role, settings_factory):
         # ... and the default drill connection still works after the sweep of passwords
         with psycopg.connect(inst.dsn) as conn:
             conn.execute("select 1")
+
+
+def test_a_non_superuser_restore_user_still_gets_a_clean_copy(with_app_role, settings_factory):
+    """--restore-user app (no superuser): the drills connect as app, yet the harness's own work —
+    clearing production's passwords — runs as the cluster's bootstrap superuser, and the evidence
+    says the drills did not run as a superuser.  (Before, every admin connection used --restore-user
+    and the restore failed with 'permission denied'.)"""
+    with Restorer(settings_factory(f"file://{with_app_role}", user="app")).restore() as inst:
+        with psycopg.connect(inst.dsn) as conn:
+            assert conn.execute("select current_user, rolsuper from pg_roles where rolname = current_user"
+                                ).fetchone() == ("app", False)
+        with inst.admin_connect("template1") as conn:
+            assert conn.execute("select current_user, rolsuper from pg_roles where rolname = current_user"
+                                ).fetchone() == ("postgres", True)
+        assert inst.result.evidence["drill_role"] == "app" and inst.result.evidence["drill_superuser"] is False
+        production = make_conninfo(host=inst.host, port=inst.port, user="reporting", password="another-prod-pw",
+                                   dbname="postgres")
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(production, connect_timeout=5).close()
