@@ -33,6 +33,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import select
 import shutil
 import signal
 import sys
@@ -203,6 +204,12 @@ class Supervisor:
         for sig in _FORWARD:
             signal.signal(sig, self._forward)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # any signal (SIGCHLD above all) wakes the loop at once: a stop is not held up by the poll
+        self._wake_r, wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda _s, _f: None)
 
     def _forward(self, sig: int, _frame) -> None:
         if self.postmaster and self.status is None:
@@ -230,11 +237,21 @@ class Supervisor:
             if pid == self.postmaster:
                 self.status = status
 
+    def nap(self, seconds: float) -> None:
+        """Sleep until a signal arrives or ``seconds`` pass."""
+        select.select([self._wake_r], [], [], seconds)
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
     def wait_postmaster(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         while self.status is None and time.monotonic() < deadline:
             self.reap()
-            time.sleep(0.05)
+            if self.status is None:
+                self.nap(min(0.05, max(0.0, deadline - time.monotonic())))
         return self.status is not None
 
     def run(self) -> int:
@@ -251,7 +268,7 @@ class Supervisor:
                     if self.wait_postmaster(wait):
                         break
                 continue
-            time.sleep(POLL)
+            self.nap(POLL)
         self.end_all()
         if self.remove:
             self.remove_run()
@@ -267,7 +284,10 @@ class Supervisor:
             else:
                 for pid in _descendants(host_pid()):
                     _kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
+            self.reap()
+            if not _descendants(host_pid()):
+                return
+            time.sleep(0.01)
             self.reap()
             if not _descendants(host_pid()):
                 return
