@@ -86,6 +86,7 @@ class Restorer:
             try:
                 plan = make_plan(catalog, target, timeline=self.settings.timeline,
                                  inclusive=self.settings.target_inclusive)
+                self.format().check_complete(plan.backup)  # its index against the listing (issue 19)
                 from ._diskcheck import check_restore_space
 
                 result.evidence["disk_check"] = check_restore_space(
@@ -93,7 +94,7 @@ class Restorer:
                     pgdata=Path(pgdata) if pgdata is not None else None,
                     concurrency=self.settings.fetch_concurrency)
             except PreflightError as exc:
-                result.outcome, result.detail = Outcome.REFUSED_PREFLIGHT, str(exc)
+                result.outcome, result.detail = getattr(exc, "outcome", Outcome.REFUSED_PREFLIGHT), str(exc)
                 exc.result = result
                 raise
         placement = {"pgdata": pgdata, "port": port}
