@@ -13,9 +13,10 @@ from datetime import datetime, timezone
 from .._fmt import human_duration
 from ..formats._catalog import Catalog
 from ..formats._wal import segment_name
+from ..restore._plan import Split, find_split
 from ..settings._target import format_lsn
 
-__all__ = ["WalRun", "BackupsCheck", "check_backups", "wal_continuity", "VerifyReport", "verify"]
+__all__ = ["WalRun", "BackupsCheck", "check_backups", "wal_continuity", "VerifyReport", "verify", "split_timeline"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,25 @@ def wal_continuity(catalog: Catalog) -> list[WalRun]:
     return runs
 
 
+def split_timeline(catalog: Catalog) -> Split | None:
+    """The split history a ``latest`` restore of the oldest backup would meet (the path
+    :func:`wal_continuity` follows): another line has archived WAL past the newest timeline's end."""
+    wal, backups = catalog.wal, catalog.backups
+    if not backups or not wal.segment_size:
+        return None
+    oldest = backups[0]
+    reachable = [t for t in wal.timelines() if wal.descends_from(t, oldest)] or [oldest.timeline]
+    return find_split(wal, oldest, max(reachable))
+
+
+def _split_problem(split: Split) -> str:
+    followed, living = split.followed, split.living
+    return (f"split history: timeline {followed.timeline} is the newest, but {living.describe()}, past "
+            f"{followed.describe()} (they parted at {format_lsn(split.fork_lsn)}); `latest` would miss what "
+            f"timeline {living.timeline} wrote; pick one with --restore-timeline {living.timeline} or "
+            f"--restore-timeline {followed.timeline} and remove the stray line from the archive")
+
+
 @dataclass
 class VerifyReport:
     ok: bool
@@ -92,10 +112,13 @@ class VerifyReport:
     backups: BackupsCheck
     wal: list[WalRun]
     reachable_until: str | None  # end LSN of WAL that replay can reach without a gap
+    problems: list[str] = field(default_factory=list)  # of the WAL (a split history)
+    split: Split | None = None
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "source": self.source, "format": self.format, "backups": asdict(self.backups),
-                "wal": [asdict(r) for r in self.wal], "reachable_until": self.reachable_until}
+                "wal": [asdict(r) for r in self.wal], "reachable_until": self.reachable_until,
+                "problems": self.problems, "split_timeline": self.split.to_dict() if self.split else None}
 
 
 def verify(catalog: Catalog, *, min_backups: int = 1, max_age: float | None = None,
@@ -113,6 +136,8 @@ def verify(catalog: Catalog, *, min_backups: int = 1, max_age: float | None = No
                 break
             last = parse_segment_name(run.last, catalog.wal.segment_size)
         reachable = format_lsn((last.segno + 1) * catalog.wal.segment_size)
-    ok = backups.ok and bool(runs) and all(r.status == "FOUND" for r in runs)
+    split = split_timeline(catalog)
+    problems = [_split_problem(split)] if split else []
+    ok = backups.ok and bool(runs) and all(r.status == "FOUND" for r in runs) and not problems
     return VerifyReport(ok=ok, source=catalog.source, format=catalog.format, backups=backups, wal=runs,
-                        reachable_until=reachable)
+                        reachable_until=reachable, problems=problems, split=split)

@@ -12,10 +12,12 @@ from datetime import datetime, timedelta
 
 from ..errors import PgRestoreError, PreflightError
 from ..formats._catalog import Backup, Catalog, WalArchive
-from ..formats._wal import segment_name
+from ..formats._wal import segment_name, segno_of
 from ..settings._target import RestoreTarget, format_lsn
+from ._result import Outcome
 
-__all__ = ["Plan", "make_plan", "MIN_MAJOR", "ARCHIVE_END_MARGIN"]
+__all__ = ["Plan", "make_plan", "MIN_MAJOR", "ARCHIVE_END_MARGIN", "LineEnd", "Split", "SplitTimeline",
+           "find_split"]
 
 MIN_MAJOR = 13  # "recovery ended before configured recovery target was reached" exists from 13 on
 ARCHIVE_END_MARGIN = timedelta(minutes=5)
@@ -34,6 +36,48 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LineEnd:
+    """Where the archived WAL of one line of history ends (whole segments: what a listing knows)."""
+
+    timeline: int
+    end_lsn: int  # end of the newest archived segment on this line
+    segment: str  # that segment's file name (it may lie on an ancestor, right after a failover)
+    archived_at: datetime | None  # its LastModified
+
+    def describe(self) -> str:
+        when = f", archived at {_fmt_time(self.archived_at)}" if self.archived_at else ""
+        return f"timeline {self.timeline} ends at {format_lsn(self.end_lsn)} (newest segment {self.segment}{when})"
+
+
+@dataclass(frozen=True)
+class Split:
+    """The timeline ``latest`` would follow ends before another line that descends from the backup."""
+
+    followed: LineEnd  # the newest timeline: what ``latest`` (recovery_target_timeline) picks
+    living: LineEnd  # the line whose archived WAL goes furthest
+    fork_lsn: int  # where the two lines part
+
+    def to_dict(self) -> dict[str, object]:
+        def line(end: LineEnd) -> dict[str, object]:
+            return {"timeline": end.timeline, "end_lsn": format_lsn(end.end_lsn), "segment": end.segment,
+                    "archived_at": end.archived_at.isoformat() if end.archived_at else None}
+
+        return {"followed": line(self.followed), "living": line(self.living), "fork_lsn": format_lsn(self.fork_lsn)}
+
+
+class SplitTimeline(PreflightError):
+    """Two lines of history continue after a fork and the newest timeline is not the one that went
+    on furthest (a copy promoted with production's archive_command): ``latest`` is ambiguous."""
+
+    outcome = Outcome.SPLIT_TIMELINE
+
+    def __init__(self, what: str, *, checked: str | None = None, fix: str | None = None,
+                 split: Split | None = None) -> None:
+        super().__init__(what, checked=checked, fix=fix)
+        self.split = split
+
+
 def make_plan(catalog: Catalog, target: RestoreTarget, *, timeline: str = "latest",
               inclusive: bool = True, backup: Backup | None = None) -> Plan:
     """Plan a restore of ``target``; ``backup`` forces the backup (retries of xid:/name:)."""
@@ -49,6 +93,8 @@ def make_plan(catalog: Catalog, target: RestoreTarget, *, timeline: str = "lates
     wal = catalog.wal
     tli = _target_timeline(wal, chosen, timeline)
     end = _end_lsn(target, chosen)
+    if timeline == "latest":
+        _check_split(wal, chosen, tli, target)
     _check_range(wal, chosen, tli, target)
     needed = wal.needed_segments(tli, chosen.start_lsn, end)
     _check_gaps(wal, chosen, tli, needed, target)
@@ -170,6 +216,94 @@ def _target_timeline(wal: WalArchive, backup: Backup, requested: str) -> int:
             fix=f"restore {t:08X}.history into the archive, or pin --restore-timeline={best} to "
                 "accept the older branch")
     return best
+
+
+def find_split(wal: WalArchive, backup: Backup, tli: int) -> Split | None:
+    """The split a listing proves: another timeline that descends from ``backup`` has archived WAL
+    past the end of ``tli``'s line (see docs/outcomes.md, SPLIT_TIMELINE).
+
+    Ends are compared in whole segments, the only unit a listing knows: a line ends at the end of
+    its newest archived segment.  ``tli`` reaching as far as every other line (the old primary's
+    last records lie in a segment no newer than the new primary's newest) is a clean failover.
+    """
+    size = wal.segment_size
+    followed_segno = wal.newest_segno(tli)
+    if not size or followed_segno is None:
+        return None
+    best: tuple[int, int] | None = None  # (segno, timeline) of the line that goes furthest
+    for t in wal.timelines():
+        own = wal.segments.get(t)
+        if t == tli or not own or not wal.descends_from(t, backup):
+            continue
+        newest = max(own)
+        if newest > followed_segno and (best is None or newest > best[0]):
+            best = (newest, t)
+    if best is None:
+        return None
+    segno, other = best
+    return Split(followed=_line_end(wal, tli, followed_segno), living=_line_end(wal, other, segno),
+                 fork_lsn=_fork_lsn(wal, tli, other))
+
+
+def _line_end(wal: WalArchive, tli: int, segno: int) -> LineEnd:
+    size = _segment_size(wal)
+    on = next((t for t in sorted(wal.segments, reverse=True)
+               if segno in wal.segments[t] and (t == tli or _is_ancestor(wal, t, tli))), tli)
+    seg = wal.segments.get(on, {}).get(segno)
+    return LineEnd(timeline=tli, end_lsn=(segno + 1) * size, segment=segment_name(on, segno, size),
+                   archived_at=seg.last_modified if seg else None)
+
+
+def _is_ancestor(wal: WalArchive, parent: int, tli: int) -> bool:
+    try:
+        return any(t == parent for t, _b, _e in wal.ancestry(tli)[:-1])
+    except KeyError:
+        return False
+
+
+def _fork_lsn(wal: WalArchive, a: int, b: int) -> int:
+    """Where the lines of ``a`` and ``b`` part: the earliest switch off their last shared timeline."""
+    def chain(t: int) -> list[tuple[int, int, int | None]]:
+        try:
+            return wal.ancestry(t)
+        except KeyError:  # the backup's own timeline without its history file: its line starts here
+            return [(t, 0, None)]
+
+    chain_a, chain_b = chain(a), chain(b)
+    ends_a = {t: end for t, _begin, end in chain_a}
+    ends_b = {t: end for t, _begin, end in chain_b}
+    shared = [t for t, _b, _e in chain_a if t in ends_b]
+    if not shared:
+        return 0
+    last = shared[-1]
+    ends = [e for e in (ends_a[last], ends_b[last]) if e is not None]
+    return min(ends) if ends else 0
+
+
+def _check_split(wal: WalArchive, backup: Backup, tli: int, target: RestoreTarget) -> None:
+    if target.stops_at_consistency:
+        return  # stops at the backup's end, before any fork it can follow
+    split = find_split(wal, backup, tli)
+    if split is None:
+        return
+    if target.kind == "lsn" and target.stop_lsn <= split.fork_lsn:
+        return  # both lines hold the same WAL up to the fork
+    followed, living = split.followed, split.living
+    raise SplitTimeline(
+        f"the archive holds a split history: timeline {followed.timeline}, the newest, which "
+        f"recovery_target_timeline=latest would follow, is not the line that went on furthest: "
+        f"{followed.describe()}; {living.describe()}, past it. The two parted at "
+        f"{format_lsn(split.fork_lsn)}; restoring timeline {followed.timeline} would miss what was written on "
+        f"timeline {living.timeline} after that",
+        checked=f"history files in the archive: {_histories(wal)}; the newest archived segment of every "
+                f"timeline that descends from backup {backup.name} (timeline {backup.timeline}); "
+                "a clean failover's new timeline reaches at least as far as the old one",
+        fix=f"find out which line is production (typically a copy restored with production's archive_command "
+            f"left on pushed the other one) and pin it: --restore-timeline {living.timeline} (option "
+            f"`timeline`, env PGRESTORE_TIMELINE) for the line that went on, or --restore-timeline "
+            f"{followed.timeline} for the newest; then remove the stray line's history file and segments "
+            "from the archive, or stop whatever archives them",
+        split=split)
 
 
 def _end_lsn(target: RestoreTarget, backup: Backup) -> int | None:

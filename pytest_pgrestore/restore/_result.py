@@ -19,6 +19,7 @@ class Outcome(str, enum.Enum):
     START_FAILED = "START_FAILED"  # the server did not start
     TIMEOUT = "TIMEOUT"  # --restore-timeout elapsed
     REFUSED_PREFLIGHT = "REFUSED_PREFLIGHT"  # the plan showed the target unreachable; nothing fetched
+    SPLIT_TIMELINE = "SPLIT_TIMELINE"  # the newest timeline is not the line that went on furthest; nothing fetched
 
     def __str__(self) -> str:
         return self.value
