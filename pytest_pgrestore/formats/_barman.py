@@ -30,8 +30,8 @@ from typing import BinaryIO
 from ..errors import CorruptBackup, ServerError, UnsupportedBarmanBackup
 from ..settings._target import parse_lsn
 from ..store import ObjectInfo, ObjectStore
-from ._base import Materialized
-from ._catalog import Backup, Catalog, WalArchive, WalSegment
+from ._base import IncompleteBackup, Materialized, missing_objects
+from ._catalog import Backup, Catalog, Unfinished, WalArchive, WalSegment
 from ._codecs import open_decompressed
 from ._parallel import fetch_workers
 from ._tar_materialize import TarObject, extract_tars, link_tablespaces
@@ -100,16 +100,52 @@ class BarmanFormat:
         with ThreadPoolExecutor(max_workers=fetch_workers(self)) as pool:
             texts = dict(zip(infos, pool.map(lambda i: self._read_small(i.key), infos.values()), strict=True))
         backups = []
+        unfinished = [Unfinished(b, "in progress", "tars but no backup.info yet (barman-cloud-backup uploads it last)")
+                      for b in sorted(set(objects) - set(infos))]
         for backup_id in sorted(infos):
             fields = parse_backup_info(texts[backup_id])
-            if fields.get("status") != "DONE":
-                log.warning("skipping barman backup %s: status %s", backup_id, fields.get("status"))
+            status = fields.get("status")
+            if status != "DONE":
+                log.warning("skipping barman backup %s: status %s", backup_id, status)
+                state = "failed" if status == "FAILED" else "in progress"
+                unfinished.append(Unfinished(backup_id, state, f"backup.info says status={status}"))
                 continue
             backups.append(self._backup(backup_id, fields, objects.get(backup_id, [])))
         wal = self._wal_listing(listing, backups)
         backups.sort(key=lambda b: (b.stop_lsn, b.name))
         return Catalog(source=self._description(), format=self.name, backups=backups, wal=wal,
-                       selector=self.server if self.base else None)  # a server folder names itself
+                       selector=self.server if self.base else None,  # a server folder names itself
+                       unfinished=sorted(unfinished, key=lambda u: u.name))
+
+    def check_complete(self, backup: Backup) -> None:
+        """What backup.info implies is present: ``data.tar`` and its numbered parts without a gap
+        (``data_0001.tar``…), and one ``<oid>.tar`` per tablespace it lists."""
+        refusal = backup.details.get("incomplete")
+        if refusal is not None:
+            raise refusal
+
+    def _completeness(self, backup_id: str, tars: dict[str, str], tablespaces: dict[str, str]) -> IncompleteBackup | None:
+        where = f"{self.base}base/{backup_id}/"
+        parts: dict[str, set[int]] = {}
+        ext: dict[str, str] = {}
+        for t in tars:
+            m = _TAR_RE.match(t)
+            assert m is not None, "tars holds the names _TAR_RE matches"
+            parts.setdefault(m.group(1), set()).add(int(m.group(2)[1:]) if m.group(2) else 0)
+            ext.setdefault(m.group(1), m.group(3) or "")
+        missing = []
+        for kind in ["data", *sorted(tablespaces)]:
+            have = parts.get(kind)
+            if not have:
+                missing.append(f"{where}{kind}.tar{ext.get('data', '')}")
+                continue
+            missing += [f"{where}{kind}{f'_{n:04d}' if n else ''}.tar{ext[kind]}"
+                        for n in range(max(have) + 1) if n not in have]
+        if not missing:
+            return None
+        return missing_objects(backup_id, missing, index=f"{where}backup.info (its tablespaces; data.tar and its "
+                                                         "numbered parts)",
+                               looked=f"the listing of {where} ({', '.join(sorted(tars)) or 'no tar'})")
 
     def _description(self) -> str:
         if not self.base:
@@ -153,7 +189,8 @@ class BarmanFormat:
         self._refuse_unsupported(backup_id, f, tars)
         version = int(f["version"])
         name = f.get("backup_name")
-        return Backup(
+        tablespaces = _tablespaces(f.get("tablespaces"))
+        backup = Backup(
             name=backup_id, format=self.name, start_lsn=parse_lsn(f["begin_xlog"]), stop_lsn=parse_lsn(f["end_xlog"]),
             timeline=int(f["timeline"]), start_time=_time(f.get("begin_time")), stop_time=_time(f.get("end_time")),
             pg_major=version // 10000 if version >= 100000 else version // 100,
@@ -161,8 +198,12 @@ class BarmanFormat:
             system_identifier=int(f["systemid"]) if f.get("systemid", "None") != "None" else None,
             stored_bytes=sum(o.size for o in objs), incremental=False,
             details={"tars": tars, "backup_name": None if name in (None, "None") else name,
-                     "tablespaces": _tablespaces(f.get("tablespaces")), "server": self.server,
+                     "tablespaces": tablespaces, "server": self.server,
                      "begin_wal": f.get("begin_wal"), "end_wal": f.get("end_wal")})
+        incomplete = self._completeness(backup_id, tars, tablespaces)
+        if incomplete is not None:
+            backup.details["incomplete"] = backup.details["refusal"] = incomplete
+        return backup
 
     def _refuse_unsupported(self, backup_id: str, f: dict[str, str], tars: dict[str, str]) -> None:
         where = f"barman backup {backup_id} ({self.base}base/{backup_id}/backup.info)"
@@ -178,9 +219,6 @@ class BarmanFormat:
             raise UnsupportedBarmanBackup(f"{where} is encrypted ({f['encryption']})",
                                           checked="encryption in backup.info",
                                           fix="restore it with barman-cloud-restore and its key")
-        if not any(t.startswith("data") for t in tars):
-            raise CorruptBackup(f"{where} has no data.tar", checked=f"objects under base/{backup_id}/",
-                                fix="the upload is incomplete; use another backup")
         if snappy := [t for t in tars if t.endswith(".snappy")]:
             raise UnsupportedBarmanBackup(f"{where} is snappy-compressed ({snappy[0]})",
                                           checked="the tar object suffixes",
@@ -241,6 +279,7 @@ class BarmanFormat:
 
     # -- materialize -------------------------------------------------------------------------
     def materialize(self, backup: Backup, pgdata: Path, run_dir: Path, *, owner=None) -> Materialized:
+        self.check_complete(backup)
         tars: dict[str, str] = backup.details["tars"]
         ts_root = run_dir / "tablespaces"
         pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -267,7 +306,9 @@ class BarmanFormat:
             if owner:
                 os.chown(pgdata / sub, *owner)
         return Materialized(pgdata=pgdata, bytes_fetched=fetched, bytes_written=written, manifest=None,
-                            tablespaces=links)
+                            tablespaces=links, contents_verified=False,
+                            contents_check="barman-cloud records no file list or checksums: only the tars' own "
+                                           "integrity (compression checksums, tar structure) was checked")
 
 
 def _tablespaces(text: str | None) -> dict[str, str]:

@@ -7,10 +7,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Protocol
 
+from ..errors import CorruptBackup, PreflightError
 from ..store import ObjectStore
 from ._catalog import Backup, Catalog
 
-__all__ = ["BackupFormat", "Materialized", "reading_through"]
+__all__ = ["BackupFormat", "Materialized", "reading_through", "IncompleteBackup", "missing_objects"]
+
+
+class IncompleteBackup(CorruptBackup, PreflightError):
+    """The backup's own index (sentinel, manifest, backup.info) names objects the store does not
+    hold: a corrupt backup, known from the listing, so refused before any download."""
+
+
+def missing_objects(backup: str, missing: list[str], *, index: str, looked: str) -> IncompleteBackup:
+    """The refusal naming the first missing keys of ``backup``."""
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return IncompleteBackup(
+        f"backup {backup} is incomplete: {index} names {len(missing)} object(s) the store does not hold: {shown}",
+        checked=f"every object {index} names against {looked}",
+        fix="the backup lost objects (retention, a failed upload, a manual delete): restore another backup, "
+            "and take a new one")
 
 
 @dataclass
@@ -20,6 +36,10 @@ class Materialized:
     bytes_written: int
     manifest: Path | None = None  # backup_manifest to hand to pg_verifybackup
     tablespaces: dict[str, Path] | None = None
+    # were the restored files checked against the backup's own checksums?  (evidence
+    # ``contents_verified``); ``contents_check`` says by what, or why they could not be
+    contents_verified: bool = False
+    contents_check: str = ""
 
 
 class BackupFormat(Protocol):
@@ -34,6 +54,10 @@ class BackupFormat(Protocol):
         """Does the store's layout look like ours? (a few cheap listings, no download)"""
 
     def catalog(self) -> Catalog: ...
+
+    def check_complete(self, backup: Backup) -> None:
+        """Raise :class:`IncompleteBackup` when an object the backup's own index names is not in
+        the store (reads the index and lists; downloads no data)."""
 
     def materialize(self, backup: Backup, pgdata: Path, run_dir: Path, *,
                     owner: tuple[int, int] | None) -> Materialized: ...

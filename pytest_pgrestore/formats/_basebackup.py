@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from ..errors import CorruptBackup, FormatError
+from ..errors import CorruptBackup
 from ..settings._target import parse_lsn
 from ..store import ObjectInfo, ObjectStore
-from ._base import Materialized
-from ._catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
+from ._base import IncompleteBackup, Materialized, missing_objects
+from ._catalog import XLOG_PAGE_MAGIC, Backup, Catalog, Unfinished, WalArchive, WalSegment
 from ._codecs import open_decompressed, strip_suffix
 from ._parallel import fetch_workers
 from ._tar_materialize import TarObject, extract_tars, link_tablespaces
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 __all__ = ["BaseBackupFormat", "parse_backup_history", "parse_wal_ranges", "parse_long_header"]
 
 _TAR_RE = re.compile(r"^(base|pg_wal|\d+)\.tar(\.gz|\.lz4|\.zst)?$")
+_TBLSPC_PATH_RE = re.compile(rb'"Path": *"pg_tblspc/(\d+)/')
 _LOCATION_RE = re.compile(r"^(START|STOP) WAL LOCATION: ([0-9A-Fa-f]+/[0-9A-Fa-f]+) \(file ([0-9A-F]{24})\)")
 
 
@@ -121,10 +122,17 @@ class BaseBackupFormat:
         histories = {}
         for key in wal.backup_files.values():
             histories[key] = parse_backup_history(self._read_small(key))
-        backups = []
+        backups: list[Backup] = []
+        unfinished: list[Unfinished] = []
+        # a source whose backups carry backup_manifest: one without it is still being written
+        # (pg_basebackup writes the manifest last); with none anywhere, --no-manifest is the norm
+        manifests = any(o.key.endswith("/backup_manifest") for objs in backup_objs.values() for o in objs)
         for name, objs in sorted(backup_objs.items()):
-            backup = self._backup(name, objs, histories, wal)
-            if backup is not None:
+            backup = self._backup(name, objs, histories, wal, manifests=manifests)
+            if isinstance(backup, Unfinished):
+                log.info("basebackups/%s is %s: %s", name, backup.state, backup.reason)
+                unfinished.append(backup)
+            elif backup is not None:
                 backups.append(backup)
         self._read_histories(wal)
         for b in backups:  # one probe fills in what the listing cannot know
@@ -133,7 +141,36 @@ class BaseBackupFormat:
             wal.segment_size = next((b.segment_size for b in backups if b.segment_size), None)
         self._index_segments(wal)
         backups.sort(key=lambda b: (b.stop_lsn, b.name))
-        return Catalog(source=self.store.description, format=self.name, backups=backups, wal=wal)
+        return Catalog(source=self.store.description, format=self.name, backups=backups, wal=wal,
+                       unfinished=unfinished)
+
+    def check_complete(self, backup: Backup) -> None:
+        """base.tar is not empty, and every tablespace backup_manifest lists has its ``<oid>.tar``."""
+        if backup.details.get("complete"):
+            return
+        tars: dict[str, str] = backup.details["tars"]
+        sizes: dict[str, int] = backup.details.get("sizes", {})
+        base = next(f for f in tars if f.startswith("base.tar"))
+        if sizes.get(base) == 0:
+            raise IncompleteBackup(f"backup {backup.name}: {tars[base]} is empty (0 bytes)",
+                                   checked=f"the listing of basebackups/{backup.name}/; its backup_manifest "
+                                           "says the backup finished",
+                                   fix="the upload of base.tar failed: restore another backup, and take a new one")
+        manifest = backup.details.get("manifest")
+        if manifest:
+            oids: set[str] = set()
+            tail = b""
+            with self.store.open(manifest) as raw:
+                while chunk := raw.read(1 << 20):
+                    data = tail + chunk
+                    oids.update(m.group(1).decode() for m in _TBLSPC_PATH_RE.finditer(data))
+                    tail = data[-256:]
+            have = {f.split(".", 1)[0] for f in tars}
+            missing = sorted(f"basebackups/{backup.name}/{oid}.tar" for oid in oids if oid not in have)
+            if missing:
+                raise missing_objects(backup.name, missing, index=f"{manifest} (files under pg_tblspc/<oid>/)",
+                                      looked=f"the listing of basebackups/{backup.name}/ ({', '.join(sorted(tars))})")
+        backup.details["complete"] = True
 
     def _wal_listing(self) -> WalArchive:
         wal = WalArchive()
@@ -171,13 +208,19 @@ class BaseBackupFormat:
             wal.segments.setdefault(seg.timeline, {})[seg.segno] = WalSegment(
                 seg.timeline, seg.segno, info.key, info.size, info.last_modified)
 
-    def _backup(self, name, objs, histories, wal) -> Backup | None:
+    def _backup(self, name, objs, histories, wal, *, manifests: bool = False) -> Backup | Unfinished | None:
         files = {o.key.rsplit("/", 1)[1]: o for o in objs}
         tars = {f: o for f, o in files.items() if _TAR_RE.match(f)}
         base = next((f for f in tars if f.startswith("base.tar")), None)
         if base is None:
             log.warning("skipping %s: no base.tar", name)
             return None
+        if "backup_manifest" not in files:
+            if tars[base].size == 0:
+                return Unfinished(name, "in progress", f"{base} is empty (0 bytes) and there is no backup_manifest")
+            if manifests:
+                return Unfinished(name, "in progress", "no backup_manifest yet (pg_basebackup writes it last; "
+                                                       "the other backups here have theirs)")
         start_lsn = stop_lsn = None
         tli = 1
         if "backup_manifest" in files:
@@ -194,15 +237,20 @@ class BaseBackupFormat:
         hist = next((h for h in histories.values()
                      if start_lsn is not None and parse_lsn(h.get("START LSN", "0/0")) == start_lsn), None)
         if hist is None and start_lsn is None:
-            hist = self._label_from_tar(name, tars[base], histories)
+            try:
+                hist = self._label_from_tar(name, tars[base], histories)
+            except CorruptBackup:
+                raise
+            except Exception as exc:  # tarfile.ReadError, a codec's error: a tar still being written
+                return Unfinished(name, "in progress", f"no backup_manifest, and {base} cannot be read yet "
+                                                       f"({type(exc).__name__}: {exc})")
         if hist is not None and start_lsn is None:
             start_lsn = parse_lsn(hist["START LSN"])
             stop_lsn = parse_lsn(hist["STOP LSN"]) if "STOP LSN" in hist else None
             tli = int(hist.get("START TIMELINE", "1"))
         if start_lsn is None or stop_lsn is None:
-            raise FormatError(f"backup {name}: cannot tell where it ends",
-                              checked="backup_manifest WAL-Ranges and the wal/*.backup history files",
-                              fix="keep backup_manifest (pg_basebackup's default) or archive the .backup file")
+            return Unfinished(name, "in progress", "no backup_manifest and no archived .backup history file: "
+                                                   "where it ends is not written yet")
         stop_time = parse_pg_time(hist.get("STOP TIME")) if hist else None
         return Backup(
             name=name, format=self.name, start_lsn=start_lsn, stop_lsn=stop_lsn, timeline=tli,
@@ -211,7 +259,7 @@ class BaseBackupFormat:
             segment_size=infer_segment_size(start_lsn, hist["START FILE"]) if hist else None,
             stored_bytes=sum(o.size for o in objs),
             incremental=bool(hist and "INCREMENTAL FROM LSN" in hist),
-            details={"tars": {f: o.key for f, o in tars.items()},
+            details={"tars": {f: o.key for f, o in tars.items()}, "sizes": {f: o.size for f, o in tars.items()},
                      "manifest": files["backup_manifest"].key if "backup_manifest" in files else None,
                      "label": hist.get("LABEL") if hist else None,
                      "stop_time_from": "backup history file" if stop_time else "object LastModified"},
@@ -263,6 +311,7 @@ class BaseBackupFormat:
 
     # -- materialize -----------------------------------------------------------------------
     def materialize(self, backup: Backup, pgdata: Path, run_dir: Path, *, owner=None) -> Materialized:
+        self.check_complete(backup)
         tars: dict[str, str] = backup.details["tars"]
         pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
         ts_root = run_dir / "tablespaces"
@@ -296,8 +345,11 @@ class BaseBackupFormat:
                 while chunk := raw.read(1 << 20):
                     out.write(chunk)
         (pgdata / "pg_wal").mkdir(mode=0o700, exist_ok=True)
+        check = ("pg_verifybackup against backup_manifest (every file's size and checksum)" if manifest else
+                 "the backup has no backup_manifest (pg_basebackup --no-manifest?): nothing lists its files or "
+                 "their checksums")
         return Materialized(pgdata=pgdata, bytes_fetched=fetched, bytes_written=written, manifest=manifest,
-                            tablespaces=links)
+                            tablespaces=links, contents_verified=manifest is not None, contents_check=check)
 
     def find_wal(self, name: str) -> str | None:
         """A fresh lookup of one WAL file (any compression suffix); None when absent."""

@@ -11,7 +11,7 @@ from ._wal import TimelineEntry, segno_of
 if TYPE_CHECKING:
     from ..store import ObjectInfo
 
-__all__ = ["Backup", "WalSegment", "WalArchive", "Catalog", "XLOG_PAGE_MAGIC"]
+__all__ = ["Backup", "Unfinished", "WalSegment", "WalArchive", "Catalog", "XLOG_PAGE_MAGIC"]
 
 #: WAL page magic → PostgreSQL major version (``XLOG_PAGE_MAGIC`` in xlog_internal.h).
 XLOG_PAGE_MAGIC = {
@@ -36,6 +36,16 @@ class Backup:
     size: int | None = None  # uncompressed, when the format says
     incremental: bool = False
     details: dict[str, Any] = field(default_factory=dict)  # format-private (object keys, …)
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A backup whose data objects exist but whose completion marker (WAL-G's sentinel, barman's
+    DONE backup.info, pg_basebackup's backup_manifest) does not yet: listed, never chosen."""
+
+    name: str
+    state: str  # "in progress" (still being written, or abandoned) or "failed" (its tool said so)
+    reason: str  # what is missing, in one phrase
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,7 @@ class Catalog:
     selector: str | None = None  # stanza/server picked, when the repository holds several
     latest: str | None = None  # what the format calls its newest backup (WAL-G: the newest sentinel)
     wal_check: Any = None  # the format's own continuity report (walg: wal-verify integrity + timeline)
+    unfinished: list[Unfinished] = field(default_factory=list)  # in progress: listed, skipped by every target
 
     def backup(self, name: str) -> Backup | None:
         """The backup called ``name``; ``LATEST`` is the format's newest (else the last to end)."""

@@ -30,7 +30,7 @@ from typing import BinaryIO, cast
 from ..errors import CorruptBackup, StanzaError, UnsupportedRepository
 from ..settings._target import parse_lsn
 from ..store import ObjectInfo, ObjectStore
-from ._base import Materialized
+from ._base import Materialized, missing_objects
 from ._catalog import XLOG_PAGE_MAGIC, Backup, Catalog, WalArchive, WalSegment
 from ._parallel import Counting, fetch_workers, run_jobs
 from ._pgbackrest_info import (
@@ -183,6 +183,23 @@ class PgBackRestFormat:
                      "stanza": self.stanza,
                      "manifest": f"backup/{self.stanza}/{e.label}/backup.manifest"})
 
+    def check_complete(self, backup: Backup) -> None:
+        """Every repository object backup.manifest names (its own files and bundles, and those of
+        the backups it references) is in a listing of those backups' folders."""
+        if backup.details.get("complete"):
+            return
+        manifest = self._manifest(backup)
+        needed = {self._repo_key(backup, manifest, f) for f in manifest.files if f.size}
+        folders = sorted({k.split("/")[2] for k in needed})
+        present: set[str] = set()
+        for label in folders:
+            present.update(i.key for i in self.store.list(f"backup/{self.stanza}/{label}/"))
+        missing = sorted(needed - present)
+        if missing:
+            raise missing_objects(backup.name, missing, index=backup.details["manifest"],
+                                  looked="a listing of " + ", ".join(f"backup/{self.stanza}/{lb}/" for lb in folders))
+        backup.details["complete"] = True
+
     # -- WAL ---------------------------------------------------------------------------------
     def _wal_listing(self, listing: list[ObjectInfo]) -> WalArchive:
         wal = WalArchive()
@@ -276,6 +293,7 @@ class PgBackRestFormat:
 
     # -- materialize -------------------------------------------------------------------------
     def materialize(self, backup: Backup, pgdata: Path, run_dir: Path, *, owner=None) -> Materialized:
+        self.check_complete(backup)
         manifest = self._manifest(backup)
         layout = _Layout(backup.name, pgdata, run_dir / "tablespaces", manifest)
         layout.create(owner)
@@ -298,7 +316,8 @@ class PgBackRestFormat:
         log.info("pgbackrest: restored %d files of %s, every SHA-1 checked", len(results), backup.name)
         return Materialized(pgdata=pgdata, bytes_fetched=sum(r[0] for r in results),
                             bytes_written=sum(r[1] for r in results), manifest=None,
-                            tablespaces=layout.tablespaces)
+                            tablespaces=layout.tablespaces, contents_verified=True,
+                            contents_check="every file's size and SHA-1 against backup.manifest")
 
     def _manifest(self, backup: Backup) -> Manifest:
         key = backup.details["manifest"]

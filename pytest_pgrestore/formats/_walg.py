@@ -34,8 +34,8 @@ from ..errors import (
 )
 from ..store import ObjectInfo, ObjectStore
 from ..store._base import Readable
-from ._base import Materialized
-from ._catalog import Backup, Catalog, WalArchive, WalSegment
+from ._base import Materialized, missing_objects
+from ._catalog import Backup, Catalog, Unfinished, WalArchive, WalSegment
 from ._codecs import _Prefixed, open_codec
 from ._crypto import LibsodiumKey, SecretStreamReader, read_full
 from ._parallel import Counting, fetch_workers
@@ -145,7 +145,36 @@ class WalgFormat:
         cat = Catalog(source=self.store.description, format=self.name, backups=backups, wal=wal)
         cat.latest = latest[0] if latest and latest[0] in {b.name for b in backups} else None
         cat.wal_check = self.wal_verify(cat)
+        cat.unfinished = [Unfinished(n, "in progress", f"objects under {BASE}{n}/ but no {n}{SENTINEL_SUFFIX} yet")
+                          for n in sorted(set(objects) - set(sentinels)) if BACKUP_NAME_RE.match(n)]
         return cat
+
+    def check_complete(self, backup: Backup) -> None:
+        """Every tar the backup's ``TarFileSets`` names (files_metadata.json, or an older sentinel)
+        is in the listing, along the whole delta chain: a deleted partition is refused by name."""
+        if backup.details.get("complete"):
+            return
+        for b in [getattr(self, "_by_name", {}).get(n, backup) for n in backup.details.get("chain") or [backup.name]]:
+            sets, index = self._tar_file_sets(b)
+            if sets is None:
+                continue  # no index (files metadata disabled, WAL-E): nothing to check against
+            tars = b.details["tars"]
+            missing = sorted(f"{BASE}{b.name}/tar_partitions/{t}" for t in sets if t not in tars)
+            if missing:
+                raise missing_objects(b.name, missing, index=f"{index} (TarFileSets)",
+                                      looked=f"the listing of {BASE}{b.name}/tar_partitions/ ({len(tars)} objects)")
+        backup.details["complete"] = True
+
+    def _tar_file_sets(self, b: Backup) -> tuple[dict | None, str]:
+        sentinel = b.details["sentinel"]
+        key = b.details.get("files_metadata")
+        if key and not sentinel.files_metadata_disabled:
+            sets = self._read_json(key).get("TarFileSets")
+            if isinstance(sets, dict) and sets:
+                return sets, key
+        if sentinel.tar_file_sets:
+            return sentinel.tar_file_sets, b.details["sentinel_key"]
+        return None, ""
 
     def wal_verify(self, cat: Catalog, *, timeline: int | None = None, start_segno: int | None = None):
         """``wal-g wal-verify integrity timeline`` over this catalog's listing (no download)."""

@@ -91,6 +91,7 @@ def materialize(fmt, backup: Backup, pgdata: Path, run_dir: Path, *, owner=None)
     if isinstance(refusal, PgRestoreError):
         raise refusal
     chain = _chain(fmt, backup)
+    fmt.check_complete(backup)  # the plan checked it too: a fallback backup, or a store changed since
     pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
     if owner:
         os.chown(pgdata, *owner)
@@ -106,7 +107,10 @@ def materialize(fmt, backup: Backup, pgdata: Path, run_dir: Path, *, owner=None)
         written += w
     _tablespace_map_links(pgdata, run_dir, owner, links)
     (pgdata / "pg_wal").mkdir(mode=0o700, exist_ok=True)
-    return Materialized(pgdata=pgdata, bytes_fetched=fetched, bytes_written=written, tablespaces=links or None)
+    return Materialized(pgdata=pgdata, bytes_fetched=fetched, bytes_written=written, tablespaces=links or None,
+                        contents_verified=False,
+                        contents_check="WAL-G records no per-file checksums: the tars' member lists were checked "
+                                       "against files_metadata.json, the file contents could not be")
 
 
 def _chain(fmt, backup: Backup) -> list[Backup]:
