@@ -134,6 +134,8 @@ def restore_record(label: str, result, settings, *, violations: list[str]) -> di
         "preload": ev.get("preload"),
         "drill_role": ev.get("drill_role"),
         "drill_superuser": ev.get("drill_superuser"),
+        "contents_verified": ev.get("contents_verified"),
+        "contents_check": ev.get("contents_check"),
         "warnings": drill_warnings(ev, settings),
         "attempts": [{"backup": a.backup, "outcome": str(a.outcome), "detail": a.detail} for a in r.attempts],
         "violations": list(violations),
@@ -142,11 +144,14 @@ def restore_record(label: str, result, settings, *, violations: list[str]) -> di
 
 
 def drill_warnings(ev: Mapping[str, Any], settings) -> list[str]:
-    """A plain sentence when the drills ran as a superuser (``--restore-user`` named one)."""
+    """Plain sentences: the backup's contents could not be verified; the drills ran as a superuser."""
+    out = []
+    if ev.get("contents_verified") is False:
+        out.append(f"contents not verifiable: {ev.get('contents_check') or 'the backup carries no checksums'}")
     if not ev.get("drill_superuser"):
-        return []
+        return out
     origin = getattr(settings, "origins", {}).get("user", "default")
-    return [f"drills ran as {ev.get('drill_role')}, a SUPERUSER (--restore-user from {origin}): a drill could "
+    return out + [f"drills ran as {ev.get('drill_role')}, a SUPERUSER (--restore-user from {origin}): a drill could "
             "run programs and read files on the runner as the server's OS user; leave --restore-user unset to "
             "drill as the non-superuser drill role"]
 

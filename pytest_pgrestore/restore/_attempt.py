@@ -114,6 +114,8 @@ class RestoreAttempt:
             mat = reading.materialize(self.plan.backup, run.pgdata, run.path, owner=self.owner)
         result.bytes_fetched += mat.bytes_fetched
         result.evidence["bytes_written"] = mat.bytes_written
+        result.evidence["contents_verified"] = mat.contents_verified
+        result.evidence["contents_check"] = mat.contents_check
         major = int((run.pgdata / "PG_VERSION").read_text().split(".")[0])
         result.pg_version = major
         if bins is None or bins.major != major:
