@@ -86,6 +86,7 @@ class Restorer:
             try:
                 plan = make_plan(catalog, target, timeline=self.settings.timeline,
                                  inclusive=self.settings.target_inclusive)
+                self.format().check_complete(plan.backup)  # its index against the listing (issue 19)
                 from ._diskcheck import check_restore_space
 
                 result.evidence["disk_check"] = check_restore_space(
