@@ -88,6 +88,8 @@ def cmd_verify(args, settings: Settings) -> int:
     for run in report.wal:
         span = run.first if run.count == 1 else f"{run.first} … {run.last}"
         print(f"  WAL tli {run.timeline:<3} {run.status:<8} {span} ({run.count} segment(s))")
+    for problem in report.problems:  # of the WAL: a split history
+        print(f"  PROBLEM    {problem}")
     if report.reachable_until:
         print(f"  replay from the oldest backup reaches {report.reachable_until} without a gap")
     return EXIT_OK if report.ok else EXIT_FAILED
