@@ -1,0 +1,167 @@
+"""Issue 19: a backup is checked against its own index before any download, an unfinished backup
+is listed as in progress and never chosen, and a restore without any index says its contents were
+not verifiable.
+
+WAL-G layouts come from ``tests/walg_writer.py`` (real pg_basebackup output in WAL-G's layout);
+basebackup ones are the real pg_basebackup output of the pg15 scenario.  Every success has its
+failing twin.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from it_support import copy_repo
+
+from pytest_pgrestore.errors import CorruptBackup, PreflightError
+from pytest_pgrestore.evidence._record import drill_warnings
+from pytest_pgrestore.evidence._report import terminal_lines
+from pytest_pgrestore.formats._base import IncompleteBackup
+from pytest_pgrestore.restore._restorer import Restorer
+
+pytestmark = pytest.mark.integration
+
+
+def _restore(settings) -> tuple[int, object]:
+    with Restorer(settings).restore() as inst:
+        with inst.connect() as conn:
+            rows = conn.execute("select count(*) from t").fetchone()[0]
+        return rows, inst.result
+
+
+def _assert_refused_before_download(err, key: str) -> None:
+    assert isinstance(err.value, IncompleteBackup)
+    assert isinstance(err.value, CorruptBackup) and isinstance(err.value, PreflightError)
+    assert key in str(err.value)
+    result = err.value.result
+    assert result.outcome == "REFUSED_PREFLIGHT"
+    assert result.bytes_fetched == 0
+    assert "run_dir" not in result.evidence  # no run dir, so no PGDATA: nothing was downloaded
+
+
+# -- WAL-G ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def walg_layouts(workroot):
+    from walg_writer import build_source
+
+    src = build_source(workroot / "walg-complete-src")
+    made: list[Path] = []
+
+    def layout(name: str, **kw):
+        out = workroot / "walg-complete" / f"{name}-{os.getpid()}"
+        shutil.rmtree(out, ignore_errors=True)
+        _, pushed = src.layout(out, method="none", **kw)  # stored size = tar size (see report)
+        made.append(out)
+        return out, pushed
+
+    yield src, layout
+    for out in made:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_walg_intact_multi_part_backup_restores(walg_layouts, settings_factory):
+    src, layout = walg_layouts
+    out, pushed = layout("intact", backups=(0, 2), part_size=256 << 10)
+    parts = sorted((out / "basebackups_005" / pushed[-1].name / "tar_partitions").glob("part_*"))
+    assert len(parts) >= 3
+    rows, result = _restore(settings_factory(f"file://{out}"))
+    assert (rows, result.outcome, result.backup) == (src.total_rows, "REACHED", pushed[-1].name)
+
+
+def test_twin_walg_missing_tar_partition_is_refused_before_download(walg_layouts, settings_factory):
+    _, layout = walg_layouts
+    out, pushed = layout("missing-part", backups=(0, 2), part_size=256 << 10)
+    parts = sorted((out / "basebackups_005" / pushed[-1].name / "tar_partitions").glob("part_*"))
+    gone = parts[len(parts) // 2]
+    gone.unlink()
+    with pytest.raises(IncompleteBackup) as err:
+        _restore(settings_factory(f"file://{out}"))
+    _assert_refused_before_download(err, f"basebackups_005/{pushed[-1].name}/tar_partitions/{gone.name}")
+    assert "files_metadata.json" in str(err.value)
+
+
+def test_walg_backup_without_its_sentinel_is_in_progress_and_skipped(walg_layouts, settings_factory):
+    src, layout = walg_layouts
+    out, pushed = layout("in-progress", backups=(1, 2))
+    (out / "basebackups_005" / f"{pushed[-1].name}_backup_stop_sentinel.json").unlink()
+    settings = settings_factory(f"file://{out}")
+    catalog = Restorer(settings).catalog()
+    assert [b.name for b in catalog.backups] == [pushed[0].name]
+    assert [(u.name, u.state) for u in catalog.unfinished] == [(pushed[-1].name, "in progress")]
+    for target in ("latest", "oldest"):
+        rows, result = _restore(settings_factory(f"file://{out}", target))
+        assert (result.outcome, result.backup) == ("REACHED", pushed[0].name)
+        assert target == "oldest" or rows == src.total_rows  # latest: the older backup, replayed to the end
+
+
+def test_twin_walg_completed_backup_is_restored_by_latest(walg_layouts, settings_factory):
+    src, layout = walg_layouts
+    out, pushed = layout("completed", backups=(0, 2))
+    catalog = Restorer(settings_factory(f"file://{out}")).catalog()
+    assert catalog.unfinished == []
+    rows, result = _restore(settings_factory(f"file://{out}"))
+    assert (rows, result.outcome, result.backup) == (src.total_rows, "REACHED", pushed[-1].name)
+
+
+# -- basebackup (real pg_basebackup output) ------------------------------------------------------
+@pytest.fixture
+def bb_copy(pg15):
+    repo = copy_repo(pg15, Path(f"/tmp/pgr-complete-{os.getpid()}"))
+    yield repo
+    shutil.rmtree(repo, ignore_errors=True)
+
+
+def test_basebackup_without_manifest_among_manifested_ones_is_in_progress(bb_copy, pg15, settings_factory):
+    b1, b2 = pg15.backups["b1"].name, pg15.backups["b2"].name
+    (bb_copy / "basebackups" / b2 / "backup_manifest").unlink()  # pg_basebackup writes it last
+    catalog = Restorer(settings_factory(f"file://{bb_copy}")).catalog()
+    assert [b.name for b in catalog.backups] == [b1]
+    assert [(u.name, u.state) for u in catalog.unfinished] == [(b2, "in progress")]
+    rows, result = _restore(settings_factory(f"file://{bb_copy}"))
+    assert (result.outcome, result.backup) == ("REACHED", b1)
+    assert rows == pg15.total_rows if hasattr(pg15, "total_rows") else rows > 0
+
+
+def test_basebackup_zero_byte_base_tar_is_in_progress_not_an_internal_error(bb_copy, pg15, settings_factory):
+    b1 = pg15.backups["b1"].name
+    newer = bb_copy / "basebackups" / "99991231T235959"  # sorts last: pg_basebackup just began
+    newer.mkdir()
+    (newer / "base.tar").write_bytes(b"")
+    catalog = Restorer(settings_factory(f"file://{bb_copy}")).catalog()
+    assert ("99991231T235959", "in progress") in [(u.name, u.state) for u in catalog.unfinished]
+    for target in ("latest", "oldest"):
+        _, result = _restore(settings_factory(f"file://{bb_copy}", target))
+        assert result.outcome == "REACHED"
+    assert b1 in [b.name for b in catalog.backups]
+
+
+def test_twin_basebackup_completed_newer_backup_is_restored_by_latest(bb_copy, pg15, settings_factory):
+    _, result = _restore(settings_factory(f"file://{bb_copy}"))
+    assert (result.outcome, result.backup) == ("REACHED", pg15.backups["b2"].name)
+    assert Restorer(settings_factory(f"file://{bb_copy}")).catalog().unfinished == []
+
+
+def test_basebackup_without_any_manifest_says_contents_not_verifiable(bb_copy, pg15, settings_factory):
+    for b in ("b1", "b2"):
+        (bb_copy / "basebackups" / pg15.backups[b].name / "backup_manifest").unlink()
+    settings = settings_factory(f"file://{bb_copy}")
+    _, result = _restore(settings)
+    assert (result.outcome, result.backup) == ("REACHED", pg15.backups["b2"].name)
+    assert result.evidence["contents_verified"] is False
+    assert "no backup_manifest" in result.evidence["contents_check"]
+    warnings = drill_warnings(result.evidence, settings)
+    assert any(w.startswith("contents not verifiable") for w in warnings)
+    record = {"id": "restore[latest]", "passed": True, "outcome": "REACHED", "rto": {"seconds": 1.0},
+              "rpo": {}, "phases": [], "drills": [], "warnings": warnings}
+    assert any("WARNING: contents not verifiable" in line for line, _ in terminal_lines([record]))
+
+
+def test_twin_basebackup_with_manifest_says_contents_verified(bb_copy, settings_factory):
+    settings = settings_factory(f"file://{bb_copy}")
+    _, result = _restore(settings)
+    assert result.evidence["contents_verified"] is True
+    assert "pg_verifybackup" in result.evidence["contents_check"]
+    assert not any("contents not verifiable" in w for w in drill_warnings(result.evidence, settings))
