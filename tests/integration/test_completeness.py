@@ -165,3 +165,45 @@ def test_twin_basebackup_with_manifest_says_contents_verified(bb_copy, settings_
     assert result.evidence["contents_verified"] is True
     assert "pg_verifybackup" in result.evidence["contents_check"]
     assert not any("contents not verifiable" in w for w in drill_warnings(result.evidence, settings))
+
+
+# -- pgBackRest (the real tool, a posix repository) ----------------------------------------------
+@pytest.fixture(scope="module")
+def pgbr_repo(workroot):
+    from tool_support import PgBackRest, history, pgbackrest_source
+
+    repo = workroot / "complete-pgbr-repo"
+    tool = PgBackRest.posix(workroot / "complete-pgbr-tool", repo, compress_type="gz")
+    with pgbackrest_source(workroot / "complete-pgbr-src", tool) as src:
+        sc = history(src, tool.backup)
+    return sc, repo
+
+
+@pytest.fixture
+def pgbr_copy(pgbr_repo):
+    sc, repo = pgbr_repo
+    copy = Path(f"/tmp/pgr-complete-pgbr-{os.getpid()}")
+    shutil.copytree(repo, copy, symlinks=True)
+    yield sc, copy
+    shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_pgbackrest_intact_repository_restores(pgbr_copy, settings_factory):
+    sc, copy = pgbr_copy
+    rows, result = _restore(settings_factory(f"file://{copy}"))
+    assert (rows, result.outcome, result.backup) == (sc.rows_at("c2", len(sc.commits["c2"]) - 1), "REACHED",
+                                                    sc.backups["b2"])
+    assert result.evidence["contents_verified"] is True
+
+
+def test_twin_pgbackrest_file_named_in_the_manifest_missing_is_refused_before_download(pgbr_copy,
+                                                                                      settings_factory):
+    sc, copy = pgbr_copy
+    label = sc.backups["b2"]
+    stored = sorted(p for p in (copy / "backup").glob(f"*/{label}/pg_data/base/*/*") if p.is_file())
+    gone = max(stored, key=lambda p: p.stat().st_size)  # a relation file the manifest names
+    gone.unlink()
+    with pytest.raises(IncompleteBackup) as err:
+        _restore(settings_factory(f"file://{copy}"))
+    _assert_refused_before_download(err, str(gone.relative_to(copy)))
+    assert "backup.manifest" in str(err.value)
