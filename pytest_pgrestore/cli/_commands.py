@@ -33,13 +33,16 @@ def cmd_list(args, settings: Settings) -> int:
             {"name": b.name, "start_time": b.start_time, "stop_time": b.stop_time,
              "start_lsn": format_lsn(b.start_lsn), "stop_lsn": format_lsn(b.stop_lsn), "timeline": b.timeline,
              "pg_version": b.pg_major, "stored_bytes": b.stored_bytes, "size": b.size,
-             "incremental": b.incremental} for b in catalog.backups]})
+             "incremental": b.incremental} for b in catalog.backups],
+            "unfinished": [{"name": u.name, "state": u.state, "reason": u.reason} for u in catalog.unfinished]})
         return EXIT_OK
     print(f"{catalog.source} ({catalog.format}): {len(catalog.backups)} backup(s)")
     rows = [[b.name, _time(b.start_time), _time(b.stop_time), format_lsn(b.start_lsn), format_lsn(b.stop_lsn),
              str(b.timeline), str(b.pg_major or "?"), human_bytes(b.stored_bytes)] for b in catalog.backups]
     if rows:
         print(_table(rows, ["NAME", "START", "STOP", "START LSN", "STOP LSN", "TLI", "PG", "STORED"]))
+    for u in catalog.unfinished:  # never chosen by a target (issue 19)
+        print(f"{u.name}  {u.state}: {u.reason}")
     return EXIT_OK
 
 
