@@ -207,3 +207,18 @@ def test_twin_pgbackrest_file_named_in_the_manifest_missing_is_refused_before_do
         _restore(settings_factory(f"file://{copy}"))
     _assert_refused_before_download(err, str(gone.relative_to(copy)))
     assert "backup.manifest" in str(err.value)
+
+
+def test_pgrestore_list_shows_the_backup_in_progress(bb_copy, pg15, workroot):
+    import json
+    import subprocess
+    import sys
+
+    b2 = pg15.backups["b2"].name
+    (bb_copy / "basebackups" / b2 / "backup_manifest").unlink()
+    cmd = [sys.executable, "-m", "pytest_pgrestore.cli", "list", f"file://{bb_copy}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert f"{b2}  in progress: no backup_manifest yet" in out
+    data = json.loads(subprocess.run(cmd + ["--json"], capture_output=True, text=True, check=True).stdout)
+    assert [(u["name"], u["state"]) for u in data["unfinished"]] == [(b2, "in progress")]
+    assert b2 not in [b["name"] for b in data["backups"]]
