@@ -368,6 +368,7 @@ def extract_tar(
     label: str,
     on_symlink: Callable[[PurePosixPath, str], None] | None = None,
     owner: tuple[int, int] | None = None,
+    max_bytes: int | None = None,
 ) -> int:
     """Extract a tar stream into ``dest`` without ever writing outside it.
 
@@ -376,16 +377,26 @@ def extract_tar(
     ``..`` paths) is refused as a corrupt or hostile backup.  A tar without its end-of-archive
     marker (a zero block) is refused as truncated.  Returns bytes written.
 
+    Every member is judged by a :class:`~._tarstream.Guard` before it is written: a name too long
+    for the filesystem, a path an earlier member made something else (a file then a directory of
+    that name, a member under a file), a size past what this object (``max_bytes``, when
+    its format declares it) or the restore (the disk pre-flight's reservation, shared through
+    :data:`~._tarstream.CURRENT`) may still write: each is refused naming the member and ``label``.
+
     Members are read with large reads (:mod:`.tarstream`) and written by a second thread.
     """
-    from ._tarstream import TarStream, TruncatedTar, Writer
+    from ._tarstream import CURRENT, Extraction, Guard, TarStream, TruncatedTar, Writer
 
+    state = CURRENT.get()
+    if max_bytes is not None:
+        state = Extraction(state.budget if state else None, state.paths if state else None, max_bytes)
+    guard = Guard(label, dest, state)
     total = 0
     tar = TarStream(stream)
     try:
         with Writer() as writer:
             for member in tar.members():
-                total += _extract_member(tar, member, dest, label, on_symlink, owner, writer)
+                total += _extract_member(tar, member, dest, label, on_symlink, owner, writer, guard)
         while stream.read(_CHUNK):  # to EOF: codecs check their trailer (CRC, checksum) only there
             pass
     except TruncatedTar as exc:
@@ -400,18 +411,22 @@ def extract_tar(
                             fix="the object is truncated or corrupt; restore from another backup") from exc
     except _codec_errors() as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
+            named = guard.os_error(exc)
+            if named is not None:  # the archive's shape, met by the filesystem (another object's path)
+                raise named from exc
             raise
         raise _damaged(label, exc) from exc
     return total
 
 
-def _extract_member(tar, member, dest, label, on_symlink, owner, writer) -> int:
+def _extract_member(tar, member, dest, label, on_symlink, owner, writer, guard) -> int:
     rel = _safe_relpath(member.name)
     if rel is None:
         raise CorruptBackup(f"{label}: member {member.name!r} points outside the restore directory",
                             checked="every tar member's path", fix="this archive is not a PostgreSQL backup")
     target = dest / rel
     if member.isdir():
+        guard.place(member.name, rel, "dir")
         target.mkdir(parents=True, exist_ok=True)
         os.chmod(target, 0o700)
         if owner:
@@ -421,14 +436,16 @@ def _extract_member(tar, member, dest, label, on_symlink, owner, writer) -> int:
         if on_symlink is None:
             raise CorruptBackup(f"{label}: unexpected symlink {member.name!r} -> {member.linkname!r}",
                                 checked="every tar member's type", fix="this archive is not a PostgreSQL backup")
+        guard.place(member.name, rel, "link")
         on_symlink(rel, member.linkname)
         return 0
     if not member.isreg():
         raise CorruptBackup(f"{label}: member {member.name!r} has refused type {member.type!r}",
                             checked="every tar member's type (only files, directories, symlinks)",
                             fix="this archive is not a PostgreSQL backup")
+    guard.place(member.name, rel, "file")
+    guard.admit(member.name, member.size)
     target.parent.mkdir(parents=True, exist_ok=True)
     from ._tarstream import write_member
 
     return write_member(tar, target, member.size, owner, writer)
-

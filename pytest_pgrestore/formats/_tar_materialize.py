@@ -5,10 +5,18 @@ tar goes, how an object is decoded (WAL-G may encrypt) and how its members are w
 increments patch pages); what they share lives here: the objects fetched ``workers`` at a time,
 every byte read from the store counted, a failure or Ctrl-C stopping the other downloads at their
 next read (and every thread joined before this returns), and the tablespace links.
+
+Extraction is bounded: every file member's size is taken, before it is written, from what its
+object declares it holds (``TarObject.max_bytes``, when the format knows it) and from the disk
+pre-flight's reservation for the whole restore (:func:`reserve`, called by
+``restore._diskcheck``), shared by every object and every thread.  A backup that expands to more
+than it declares (a decompression bomb) fails naming the object and the member, never with a
+full disk.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -16,17 +24,58 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from ..errors import CorruptBackup
 from ..store._base import ObjectStore
 from ._codecs import extract_tar, open_decompressed
 from ._parallel import Counting, run_jobs
+from ._tarstream import CURRENT, Budget, Extraction, PathClaims
 
-__all__ = ["TarObject", "extract_tars", "link_tablespaces"]
+__all__ = ["TarObject", "extract_tars", "link_tablespaces", "Reservation", "reserve", "reserved"]
 
 
 @dataclass(frozen=True)
 class TarObject:
     key: str  # the object in the store
     dest: Path  # the directory its members go into
+    max_bytes: int | None = None  # what the object expands to at most, when its format declares it
+
+
+class Reservation:
+    """The disk pre-flight's reservation: extraction under ``roots`` writes at most ``limit``
+    bytes.  Each extraction root (one restore's run dir, or its PGDATA) counts from zero: a
+    retried restore starts a new run dir."""
+
+    def __init__(self, limit: int, what: str, roots: Sequence[Path]) -> None:
+        self.limit, self.what = limit, what
+        self.roots = [Path(os.path.abspath(r)) for r in roots]
+        self._budgets: dict[str, Budget] = {}
+        self._lock = threading.Lock()
+
+    def budget_for(self, dests: Sequence[Path]) -> Budget | None:
+        if not dests:
+            return None
+        root = Path(os.path.commonpath([os.path.abspath(d) for d in dests]))
+        if not any(root == r or r in root.parents for r in self.roots):
+            return None  # not this restore's extraction
+        with self._lock:
+            return self._budgets.setdefault(str(root), Budget(self.limit, self.what))
+
+
+_RESERVED: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar("pgrestore_reserved",
+                                                                              default=None)
+
+
+def reserve(limit: int | None, what: str = "", roots: Sequence[Path] = ()) -> Reservation | None:
+    """Bound the extractions this thread starts next under ``roots`` to ``limit`` bytes (None:
+    unbounded, when no size was declared).  The disk pre-flight calls this once it passed."""
+    res = Reservation(limit, what, roots) if limit is not None else None
+    _RESERVED.set(res)
+    return res
+
+
+def reserved() -> Reservation | None:
+    """The reservation extractions started from this thread are held to."""
+    return _RESERVED.get()
 
 
 #: decode one object: (the counted raw stream, its key) -> the tar stream
@@ -44,6 +93,9 @@ def extract_tars(store: ObjectStore, objects: Sequence[TarObject], *, workers: i
     compression suffix and extracted by :func:`~.codecs.extract_tar` (``on_symlink`` judges each
     symlink member, ``owner`` gets every file)."""
     cancel = threading.Event()
+    reservation = _RESERVED.get()
+    budget = reservation.budget_for([o.dest for o in objects]) if reservation is not None else None
+    paths = PathClaims()  # the objects of one call share their paths (WAL-G's parts share PGDATA)
 
     def default_decode(raw: Counting, key: str) -> BinaryIO:
         return open_decompressed(raw, key)
@@ -54,11 +106,15 @@ def extract_tars(store: ObjectStore, objects: Sequence[TarObject], *, workers: i
     decode_one, extract_one = decode or default_decode, extract or default_extract
 
     def job(obj: TarObject) -> tuple[int, int]:
-        obj.dest.mkdir(mode=0o700, parents=True, exist_ok=True)
-        counted = Counting(store.open(obj.key), cancel)
-        with counted.raw, decode_one(counted, obj.key) as stream:
-            written = extract_one(stream, obj)
-        return counted.count, written
+        token = CURRENT.set(Extraction(budget, paths, obj.max_bytes))  # read by extract_tar / extract_walg_tar
+        try:
+            obj.dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+            counted = Counting(store.open(obj.key), cancel)
+            with counted.raw, decode_one(counted, obj.key) as stream:
+                written = extract_one(stream, obj)
+            return counted.count, written
+        finally:
+            CURRENT.reset(token)
 
     results = run_jobs(job, objects, workers=workers, name=name, cancel=cancel)
     return sum(r[0] for r in results), sum(r[1] for r in results)
@@ -69,6 +125,18 @@ def link_tablespaces(pgdata: Path, links: dict[str, Path]) -> None:
     for oid, path in links.items():
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         link = pgdata / "pg_tblspc" / oid
+        if link.parent.is_symlink() or (link.parent.exists() and not link.parent.is_dir()):
+            raise _not_a_link_place(link.parent, "pg_tblspc", oid)
         link.parent.mkdir(mode=0o700, exist_ok=True)
-        if not link.is_symlink():
-            os.symlink(path, link)
+        if link.is_symlink():
+            continue
+        if link.exists():  # the archive made a directory (or a file) where the harness links
+            raise _not_a_link_place(link, f"pg_tblspc/{oid}", oid)
+        os.symlink(path, link)
+
+
+def _not_a_link_place(path: Path, rel: str, oid: str) -> CorruptBackup:
+    kind = "directory" if path.is_dir() else "file"
+    return CorruptBackup(f"the backup's archive made {rel} a {kind}, where the link to tablespace {oid} goes",
+                         checked=f"{path} before linking tablespace {oid} to the run dir",
+                         fix="this archive is not a PostgreSQL backup (or it is damaged); restore from another backup")

@@ -8,18 +8,30 @@ member data is read straight off the decoded stream in 1 MiB chunks.
 File data is handed to a :class:`Writer` thread: decompression (this thread) and the kernel's
 copy into the page cache (``os.write``, which releases the GIL) overlap on two cores.  At most
 ``max_chunks`` chunks wait, so memory stays bounded.
+
+What an archive may make is judged by a :class:`Guard` before anything is written: every member's
+name (no component longer than a file name may be), its place (no file where an earlier member
+made a directory, nothing under a file) and its size (its header's size taken from the
+bytes this object and this restore may still write: a decompression bomb stops at its header).
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-__all__ = ["TarStream", "Writer", "TruncatedTar", "CHUNK", "write_member"]
+from .._fmt import human_bytes
+from ..errors import CorruptBackup
+
+__all__ = ["TarStream", "Writer", "TruncatedTar", "CHUNK", "write_member", "Budget", "PathClaims", "Guard",
+           "Extraction", "CURRENT", "NAME_MAX", "PATH_MAX"]
 
 CHUNK = 1 << 20
 _ZERO = bytes(tarfile.BLOCKSIZE)
@@ -236,3 +248,141 @@ def write_all(fd: int, data) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+# -- what an archive may make ------------------------------------------------------------------
+NAME_MAX = 255  # bytes in one path component (every Linux filesystem PostgreSQL runs on)
+PATH_MAX = 4095  # bytes in a whole path, the terminating NUL aside
+_HOSTILE = "this archive is not a PostgreSQL backup (or it is damaged); restore from another backup"
+
+
+class Budget:
+    """Bytes that extraction may still write, shared by every thread of one restore: the disk
+    pre-flight's reservation (``what`` says where the figure comes from).  One check per member."""
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit, self.what = limit, what
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        """Count ``n`` more bytes; False (and nothing counted) if that passes the limit."""
+        with self._lock:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
+
+
+class PathClaims:
+    """What each path an extraction made is (file, dir, link), shared by the objects extracted
+    together: a later member may not make it something else, nor put anything under a file (a
+    link's name is still a plain path in dest: links are never written here).  Tar allows a
+    member to be stored again (an appended update): the same kind is fine."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, dest: Path, rel: PurePosixPath, kind: str) -> str | None:
+        """Record ``rel`` under ``dest`` as ``kind``; the reason it may not be, or None."""
+        key = str(dest / rel)
+        with self._lock:
+            for parent in reversed(rel.parents[:-1]):  # the ancestors, top down (not ".")
+                pkey = str(dest / parent)
+                had = self._kinds.get(pkey)
+                if had is None:
+                    self._kinds[pkey] = "dir"
+                elif had == "file":  # under a link is a plain path in dest (links are never written
+                    # here); the harness's tablespace link then refuses the directory it finds
+                    return f"lies under {str(parent)!r}, which an earlier member made a {_NOUN[had]}"
+            had = self._kinds.get(key)
+            if had is not None and had != kind:
+                return f"is a {_NOUN[kind]}, but an earlier member made {str(rel)!r} a {_NOUN[had]}"
+            self._kinds[key] = kind
+        return None
+
+
+_NOUN = {"file": "regular file", "dir": "directory", "link": "symbolic link"}
+
+
+@dataclass
+class Extraction:
+    """What the objects extracted together share (set in :data:`CURRENT` by ``extract_tars``)."""
+
+    budget: Budget | None = None
+    paths: PathClaims | None = None
+    max_bytes: int | None = None  # what this object declares it expands to, when its format says
+
+
+#: the extraction the current thread works for; None: an extraction on its own (no shared caps)
+CURRENT: contextvars.ContextVar[Extraction | None] = contextvars.ContextVar("pgrestore_extraction",
+                                                                           default=None)
+
+
+class Guard:
+    """Judges the members of one tar object (``label``) extracted into ``dest``."""
+
+    def __init__(self, label: str, dest: Path, state: Extraction | None = None) -> None:
+        state = state if state is not None else CURRENT.get()
+        self.label, self.dest = label, dest
+        self.budget = state.budget if state else None
+        self.paths = state.paths if state and state.paths is not None else PathClaims()
+        self.max_bytes = state.max_bytes if state else None
+        self.written = 0  # header sizes of the files this object wrote
+
+    def _refuse(self, name: str, what: str, checked: str, fix: str = _HOSTILE) -> CorruptBackup:
+        return CorruptBackup(f"{self.label}: member {name!r} {what}", checked=checked, fix=fix)
+
+    def place(self, name: str, rel: PurePosixPath, kind: str) -> None:
+        """Check ``rel`` (the member ``name``) may be made as ``kind`` ("file", "dir", "link")."""
+        raw = os.fsencode(str(rel))
+        if len(raw) > PATH_MAX or any(len(part) > NAME_MAX for part in raw.split(b"/")):
+            longest = max(len(part) for part in raw.split(b"/"))
+            what = (f"has a path of {len(raw)} bytes, longer than the {PATH_MAX} a path may have"
+                    if len(raw) > PATH_MAX else
+                    f"has a name of {longest} bytes, longer than the {NAME_MAX} a file name may have")
+            raise self._refuse(_short(name), what, "the length of every tar member's name")
+        why = self.paths.claim(self.dest, rel, kind)
+        if why is not None:
+            raise self._refuse(name, why, "where every tar member goes (a path is one file, directory or link)")
+
+    def admit(self, name: str, size: int) -> None:
+        """Count a file member's ``size`` (its header's) before a byte of it is written."""
+        if self.max_bytes is not None and self.written + size > self.max_bytes:
+            raise self._refuse(
+                name, f"declares {human_bytes(size)} ({size} bytes), more than the object declares it holds "
+                      f"({human_bytes(self.max_bytes)}, {human_bytes(self.written)} of it already written)",
+                "each tar member's size against the object's declared size",
+                "the object expands to more than the backup declares (a damaged or hostile object); "
+                "restore from another backup")
+        if self.budget is not None and not self.budget.take(size):
+            budget = self.budget
+            raise self._refuse(
+                name, f"declares {human_bytes(size)} ({size} bytes): extracting it would pass the "
+                      f"{human_bytes(budget.limit)} the disk pre-flight reserved for this restore "
+                      f"({human_bytes(budget.used)} already written)",
+                f"bytes written by extraction against the disk pre-flight's reservation ({budget.what})",
+                "the backup expands to more than it declares (a damaged or hostile object, a decompression "
+                "bomb); restore from another backup")
+        self.written += size
+
+    def os_error(self, exc: OSError) -> CorruptBackup | None:
+        """A write refused by the filesystem because of what the archive holds, as a named
+        failure; None for anything else (a full disk, a permission: the machine's, not the backup's)."""
+        import errno
+
+        if exc.errno not in (errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG):
+            return None
+        where = str(exc.filename) if exc.filename is not None else "?"
+        try:
+            where = str(Path(where).relative_to(self.dest))
+        except ValueError:
+            pass
+        return CorruptBackup(f"{self.label}: cannot write {_short(where)!r} from the archive ({exc.strerror})",
+                             checked="writing every tar member (a path is one file, directory or link)",
+                             fix=_HOSTILE)
+
+
+def _short(name: str, keep: int = 80) -> str:
+    return name if len(name) <= keep else f"{name[:keep]}… ({len(name)} characters)"

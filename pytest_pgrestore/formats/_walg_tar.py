@@ -69,16 +69,22 @@ def extract_walg_tar(stream: BinaryIO, pgdata: Path, *, label: str, level: Level
     Members are read with large reads and written by a second thread (:mod:`..tarstream`); a
     tar without its end-of-archive marker is refused as truncated.
     """
-    from ._tarstream import TarStream, TruncatedTar, Writer
+    from ._tarstream import Guard, TarStream, TruncatedTar, Writer
 
+    guard = Guard(label, pgdata)  # names, places and sizes (the object's and the restore's caps)
     total = 0
     tar = TarStream(stream)
     try:
         with Writer() as writer:
             for member in tar.members():
-                total += _member(tar, member, pgdata, label, level, owner, block_size, writer)
+                total += _member(tar, member, pgdata, label, level, owner, block_size, writer, guard)
                 if on_member:
                     on_member(member.name)
+    except OSError as exc:
+        named = guard.os_error(exc) if exc.errno is not None else None
+        if named is None:
+            raise
+        raise named from exc
     except TruncatedTar as exc:
         raise CorruptBackup(f"{label}: the tar archive {exc}",
                             checked="reading the tar stream member by member (a zero block ends a complete tar)",
@@ -126,10 +132,11 @@ def _trailing_zeros(stream: BinaryIO, label: str) -> None:
                             fix="the object is corrupt; restore from another backup") from exc
 
 
-def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_size, writer) -> int:
+def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_size, writer, guard) -> int:
     rel = _rel(member.name, label)
     key = str(rel) if str(rel) != "." else ""
     if member.isdir():
+        guard.place(member.name, rel, "dir")
         target = pgdata / rel
         target.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(target, 0o700)
@@ -149,6 +156,8 @@ def _member(tar, member, pgdata: Path, label, level: LevelFilter, owner, block_s
         raise CorruptBackup(f"{label}: member {member.name!r} has refused type {member.type!r}",
                             checked="every tar member's type (only files, directories, links)",
                             fix="this archive is not a PostgreSQL backup")
+    guard.place(member.name, rel, "file")
+    guard.admit(member.name, member.size)  # an increment's size bounds the pages it writes
     target = pgdata / rel
     name = f"{label}:{member.name}"
     if key in level.incremented:

@@ -11,6 +11,12 @@ directory or ``--pgdata``) plus the WAL spool's window (segments fetched ahead o
 * ``pgbackrest``: ``backup-info-size`` in ``backup.info`` (the database's full size);
 * ``barman``: ``size`` in the backup's ``backup.info``;
 * otherwise the stored (possibly compressed) size, a lower bound, and the message says so.
+
+The check's figure is also a cap: once it passed, :func:`check_restore_space` reserves it for
+extraction (``formats._tar_materialize.reserve``), which then writes at most that many bytes
+under the workdir (or ``--pgdata``), however far the objects' compressed bytes expand.  A backup
+whose size is only known as its stored size gets no cap: that figure is a lower bound; nor does
+a WAL-G backup, whose ``UncompressedSize`` undercounts.
 """
 
 from __future__ import annotations
@@ -34,9 +40,12 @@ __all__ = [
     "spool_bytes",
     "check_disk",
     "check_restore_space",
+    "reservation",
 ]
 
 HEADROOM = 0.10
+#: where a backup's size comes from when it is no upper bound of what extraction writes
+_NOT_A_BOUND = ("its stored size", "UncompressedSize")
 _SIZE = re.compile(rb'"Size"\s*:\s*(\d+)')
 _CHUNK = 1 << 20
 
@@ -163,6 +172,17 @@ def check_disk(need: Need, *, workdir: Path, pgdata: Path | None = None, backup_
         )
 
 
+def reservation(need: Need) -> int | None:
+    """The bytes extraction may write: what the pre-flight made sure is free (backup, spool
+    window and headroom: a -X stream backup's pg_wal tar is not in its manifest's sizes).  None
+    when the backup's size is no upper bound: its stored, compressed size, or WAL-G's
+    ``UncompressedSize`` (4.5 MiB in the sentinel of a backup that writes 22 MiB: it is no sum of
+    the files' sizes)."""
+    if need.backup_from.startswith(_NOT_A_BOUND):
+        return None
+    return need.on(data=True, spool=True)
+
+
 def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: Path | None = None,
                         concurrency: int | None = None) -> str:
     """The disk pre-flight of one planned restore; returns what was checked (for the evidence)."""
@@ -171,6 +191,11 @@ def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: P
                                    concurrency=concurrency)
     need = Need(size, how, spool, spool_how)
     check_disk(need, workdir=workdir, pgdata=pgdata, backup_name=plan.backup.name)
+    from ..formats._tar_materialize import reserve
+
+    reserve(reservation(need), f"backup {plan.backup.name} uncompressed {human_bytes(size)} ({how}) + "
+            f"WAL spool window {human_bytes(spool)} + {HEADROOM:.0%}",
+            [p for p in (workdir, pgdata) if p is not None])
     return (
         f"{human_bytes(need.on(data=True, spool=True))} needed (backup {human_bytes(size)} from {how}, "
         f"spool {human_bytes(spool)}, +{HEADROOM:.0%}), {human_bytes(_free(workdir)[2])} free in {workdir}"

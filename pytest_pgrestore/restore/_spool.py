@@ -162,6 +162,19 @@ def _yield_cpu() -> None:
         pass
 
 
+def _oversized(name: str, cap: int):
+    """The error of a WAL object decoding past ``cap`` (the wrapper's marker puts its key first)."""
+    from .._fmt import human_bytes
+    from ..errors import CorruptBackup
+
+    return CorruptBackup(f"WAL file {name} decodes to more than the WAL segment size "
+                         f"({human_bytes(cap)}, {cap} bytes)",
+                         checked="the decoded bytes of every WAL object delivered to the spool "
+                                 "(a segment is exactly the segment size, other WAL files smaller)",
+                         fix="the object is corrupt or not a WAL segment of this cluster; restore from another "
+                             "backup or repair the archive")
+
+
 class Withheld(Exception):
     """Raised by a ``before_deliver`` hook to hold one planned file back on purpose (the negative
     control): the spool answers "absent" for it, as for a name the store does not hold, instead
@@ -200,6 +213,7 @@ class WalSpool:
                  before_deliver: Callable[[str], None] | None = None) -> None:
         self.fmt, self.plan, self.dir = fmt, plan, spool_dir
         segment = getattr(getattr(plan, "backup", None), "segment_size", None) or 16 << 20
+        self.segment_size = segment  # no WAL file decodes to more (a segment, a .partial, a history file)
         self.owner, self.concurrency = owner, concurrency
         self.window = max(1, min(window, window_bytes // segment))
         self.ahead = self.window  # how far prefetch may run now: the window, or a head start's share
@@ -329,13 +343,15 @@ class WalSpool:
                 raise ValueError(f"{name!r} is not a WAL file name")
             if self.before_deliver:
                 self.before_deliver(name)
-            size = 0
+            size, cap = 0, self.segment_size
             with self.fmt.open_wal(key) as src:
                 tmp, fd = _create_temp(self._dir_fd, name)
                 with open(fd, "wb") as out:
                     while chunk := src.read(1 << 20):
-                        out.write(chunk)
                         size += len(chunk)
+                        if size > cap:  # a decompression bomb, or not a WAL file: never past one segment
+                            raise _oversized(name, cap)
+                        out.write(chunk)
                     if self.owner:
                         os.fchown(out.fileno(), *self.owner)
             os.rename(tmp, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
