@@ -68,7 +68,11 @@ def start_harness(pg15, workroot, mode: str):
 
 def kill_supervisor_and_harness(harness, run_dir: Path) -> None:
     for pid in pids_with(f"{run_dir}"):
-        if b"_supervise.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        try:  # a process that matched a moment ago (a restore_command) may be gone already
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"_supervise.py" in argv:
             os.kill(pid, signal.SIGKILL)  # the supervisor first: nobody will clean up after the harness
     harness.kill()
     harness.wait(10)
