@@ -194,7 +194,9 @@ class PgBackRestFormat:
         present: set[str] = set()
         for label in folders:
             present.update(i.key for i in self.store.list(f"backup/{self.stanza}/{label}/"))
-        missing = sorted(needed - present)
+        # a key the listing did not show (a posix repo's tablespace folder is reached through a
+        # link the listing does not follow) is looked up by name before it is called missing
+        missing = sorted(k for k in needed - present if self.store.stat(k) is None)
         if missing:
             raise missing_objects(backup.name, missing, index=backup.details["manifest"],
                                   looked="a listing of " + ", ".join(f"backup/{self.stanza}/{lb}/" for lb in folders))
