@@ -147,7 +147,9 @@ def drill_warnings(ev: Mapping[str, Any], settings) -> list[str]:
     """Plain sentences: the backup's contents could not be verified; the drills ran as a superuser."""
     out = []
     if ev.get("contents_verified") is False:
-        out.append(f"contents not verifiable: {ev.get('contents_check') or 'the backup carries no checksums'}")
+        hint = "" if "corruption" in (getattr(settings, "checks", None) or ()) else \
+            " (--restore-checks=corruption reads every page with amcheck and the page checksums)"
+        out.append(f"contents not verifiable: {ev.get('contents_check') or 'the backup carries no checksums'}{hint}")
     if not ev.get("drill_superuser"):
         return out
     origin = getattr(settings, "origins", {}).get("user", "default")
