@@ -54,11 +54,12 @@ class Reservation:
     def budget_for(self, dests: Sequence[Path]) -> Budget | None:
         if not dests:
             return None
-        root = Path(os.path.commonpath([os.path.abspath(d) for d in dests]))
-        if not any(root == r or r in root.parents for r in self.roots):
+        paths = [Path(os.path.abspath(d)) for d in dests]
+        if not all(any(p == r or r in p.parents for r in self.roots) for p in paths):
             return None  # not this restore's extraction
+        root = os.path.commonpath(paths)
         with self._lock:
-            return self._budgets.setdefault(str(root), Budget(self.limit, self.what))
+            return self._budgets.setdefault(root, Budget(self.limit, self.what))
 
 
 _RESERVED: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar("pgrestore_reserved",

@@ -284,22 +284,27 @@ class PathClaims:
         self._kinds: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def claim(self, dest: Path, rel: PurePosixPath, kind: str) -> str | None:
-        """Record ``rel`` under ``dest`` as ``kind``; the reason it may not be, or None."""
-        key = str(dest / rel)
+    def claim(self, dest: str, rel: str, kind: str) -> str | None:
+        """Record ``rel`` (a relative path, "/"-separated) under ``dest`` as ``kind``; the reason it
+        may not be, or None.  A few dict operations a member: no Path objects."""
+        kinds = self._kinds
         with self._lock:
-            for parent in reversed(rel.parents[:-1]):  # the ancestors, top down (not ".")
-                pkey = str(dest / parent)
-                had = self._kinds.get(pkey)
+            at = rel.find("/")
+            while at > 0:  # the ancestors, top down
+                parent = rel[:at]
+                pkey = dest + parent
+                had = kinds.get(pkey)
                 if had is None:
-                    self._kinds[pkey] = "dir"
+                    kinds[pkey] = "dir"
                 elif had == "file":  # under a link is a plain path in dest (links are never written
                     # here); the harness's tablespace link then refuses the directory it finds
-                    return f"lies under {str(parent)!r}, which an earlier member made a {_NOUN[had]}"
-            had = self._kinds.get(key)
+                    return f"lies under {parent!r}, which an earlier member made a {_NOUN[had]}"
+                at = rel.find("/", at + 1)
+            key = dest + rel
+            had = kinds.get(key)
             if had is not None and had != kind:
-                return f"is a {_NOUN[kind]}, but an earlier member made {str(rel)!r} a {_NOUN[had]}"
-            self._kinds[key] = kind
+                return f"is a {_NOUN[kind]}, but an earlier member made {rel!r} a {_NOUN[had]}"
+            kinds[key] = kind
         return None
 
 
@@ -330,20 +335,23 @@ class Guard:
         self.paths = state.paths if state and state.paths is not None else PathClaims()
         self.max_bytes = state.max_bytes if state else None
         self.written = 0  # header sizes of the files this object wrote
+        self._prefix = str(dest) + "/"  # the claims' keys: this prefix and the member's path
 
     def _refuse(self, name: str, what: str, checked: str, fix: str = _HOSTILE) -> CorruptBackup:
         return CorruptBackup(f"{self.label}: member {name!r} {what}", checked=checked, fix=fix)
 
     def place(self, name: str, rel: PurePosixPath, kind: str) -> None:
         """Check ``rel`` (the member ``name``) may be made as ``kind`` ("file", "dir", "link")."""
-        raw = os.fsencode(str(rel))
-        if len(raw) > PATH_MAX or any(len(part) > NAME_MAX for part in raw.split(b"/")):
+        path = str(rel)
+        if len(path) > NAME_MAX // 4:  # shorter, no component can pass NAME_MAX bytes (4 a character)
+            raw = os.fsencode(path)
             longest = max(len(part) for part in raw.split(b"/"))
-            what = (f"has a path of {len(raw)} bytes, longer than the {PATH_MAX} a path may have"
-                    if len(raw) > PATH_MAX else
-                    f"has a name of {longest} bytes, longer than the {NAME_MAX} a file name may have")
-            raise self._refuse(_short(name), what, "the length of every tar member's name")
-        why = self.paths.claim(self.dest, rel, kind)
+            if len(raw) > PATH_MAX or longest > NAME_MAX:
+                what = (f"has a path of {len(raw)} bytes, longer than the {PATH_MAX} a path may have"
+                        if len(raw) > PATH_MAX else
+                        f"has a name of {longest} bytes, longer than the {NAME_MAX} a file name may have")
+                raise self._refuse(_short(name), what, "the length of every tar member's name")
+        why = self.paths.claim(self._prefix, path, kind)
         if why is not None:
             raise self._refuse(name, why, "where every tar member goes (a path is one file, directory or link)")
 
@@ -360,7 +368,7 @@ class Guard:
             budget = self.budget
             raise self._refuse(
                 name, f"declares {human_bytes(size)} ({size} bytes): extracting it would pass the "
-                      f"{human_bytes(budget.limit)} the disk pre-flight reserved for this restore "
+                      f"{human_bytes(budget.limit)} the disk pre-flight reserved for the backup's files "
                       f"({human_bytes(budget.used)} already written)",
                 f"bytes written by extraction against the disk pre-flight's reservation ({budget.what})",
                 "the backup expands to more than it declares (a damaged or hostile object, a decompression "

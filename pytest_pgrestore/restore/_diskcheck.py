@@ -86,16 +86,29 @@ def backup_size(fmt, catalog: Catalog, backup: Backup) -> tuple[int, str]:
     manifest = backup.details.get("manifest")
     if catalog.format == "basebackup" and manifest and store is not None:
         with store.open(manifest) as raw:
-            return manifest_size(raw), f"the sum of Size in {manifest}"
+            size, how = manifest_size(raw), f"the sum of Size in {manifest}"
+        wal = _pg_wal_tar_bytes(catalog, backup)
+        if wal:
+            size, how = size + wal, how + f" + {human_bytes(wal)} of WAL in pg_wal.tar (the backup's LSN range)"
+        return size, how
     if catalog.format == "walg" and backup.size is not None:
         return _walg_chain_size(catalog, backup)
     if catalog.format == "barman" and store is not None:
-        size = _barman_size(store, backup)
-        if size is not None:
-            return size, "size in the backup's backup.info"
+        barman = _barman_size(store, backup)
+        if barman is not None:
+            return barman, "size in the backup's backup.info"
     if backup.size is not None:
         return backup.size, f"the {catalog.format} backup's recorded size"
     return backup.stored_bytes, "its stored size (compressed: the real need is larger)"
+
+
+def _pg_wal_tar_bytes(catalog: Catalog, backup: Backup) -> int:
+    """What a ``-X stream`` backup's pg_wal.tar holds at most (its manifest does not list it): the
+    segments from the backup's start to its end, and one more (a history file, a partial one)."""
+    if not any(f.startswith("pg_wal.tar") for f in backup.details.get("tars") or {}):
+        return 0
+    seg = backup.segment_size or catalog.wal.segment_size or 16 << 20
+    return (backup.stop_lsn // seg - backup.start_lsn // seg + 2) * seg
 
 
 def _walg_chain_size(catalog: Catalog, backup: Backup) -> tuple[int, str]:
@@ -174,13 +187,13 @@ def check_disk(need: Need, *, workdir: Path, pgdata: Path | None = None, backup_
 
 def reservation(need: Need) -> int | None:
     """The bytes extraction may write: what the pre-flight made sure is free (backup, spool
-    window and headroom: a -X stream backup's pg_wal tar is not in its manifest's sizes).  None
+    window and headroom) less the spool's window, which the spool bounds on its own.  None
     when the backup's size is no upper bound: its stored, compressed size, or WAL-G's
     ``UncompressedSize`` (4.5 MiB in the sentinel of a backup that writes 22 MiB: it is no sum of
     the files' sizes)."""
     if need.backup_from.startswith(_NOT_A_BOUND):
         return None
-    return need.on(data=True, spool=True)
+    return need.on(data=True, spool=True) - need.spool_bytes
 
 
 def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: Path | None = None,
@@ -194,7 +207,7 @@ def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: P
     from ..formats._tar_materialize import reserve
 
     reserve(reservation(need), f"backup {plan.backup.name} uncompressed {human_bytes(size)} ({how}) + "
-            f"WAL spool window {human_bytes(spool)} + {HEADROOM:.0%}",
+            f"{HEADROOM:.0%} of it and of the WAL spool window ({human_bytes(spool)}, bounded by the spool)",
             [p for p in (workdir, pgdata) if p is not None])
     return (
         f"{human_bytes(need.on(data=True, spool=True))} needed (backup {human_bytes(size)} from {how}, "
