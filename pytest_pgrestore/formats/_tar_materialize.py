@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextvars
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -42,19 +42,23 @@ class TarObject:
 
 class Reservation:
     """The disk pre-flight's reservation: extraction under ``roots`` writes at most ``limit``
-    bytes.  Each extraction root (one restore's run dir, or its PGDATA) counts from zero: a
-    retried restore starts a new run dir."""
+    bytes.  It holds only the backup it was made for (``keys``, its objects; None: any) and each
+    extraction root (one restore's run dir, or its PGDATA) counts from zero: a retried restore
+    starts a new run dir, and a fallback backup was not what the pre-flight measured."""
 
-    def __init__(self, limit: int, what: str, roots: Sequence[Path]) -> None:
+    def __init__(self, limit: int, what: str, roots: Sequence[Path], keys: Iterable[str] | None = None) -> None:
         self.limit, self.what = limit, what
         self.roots = [Path(os.path.abspath(r)) for r in roots]
+        self.keys = set(keys) if keys is not None else None
         self._budgets: dict[str, Budget] = {}
         self._lock = threading.Lock()
 
-    def budget_for(self, dests: Sequence[Path]) -> Budget | None:
-        if not dests:
+    def budget_for(self, objects: Sequence[TarObject]) -> Budget | None:
+        if not objects:
             return None
-        paths = [Path(os.path.abspath(d)) for d in dests]
+        if self.keys is not None and not all(o.key in self.keys for o in objects):
+            return None  # another backup's objects
+        paths = [Path(os.path.abspath(o.dest)) for o in objects]
         if not all(any(p == r or r in p.parents for r in self.roots) for p in paths):
             return None  # not this restore's extraction
         root = os.path.commonpath(paths)
@@ -66,10 +70,12 @@ _RESERVED: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar("
                                                                               default=None)
 
 
-def reserve(limit: int | None, what: str = "", roots: Sequence[Path] = ()) -> Reservation | None:
-    """Bound the extractions this thread starts next under ``roots`` to ``limit`` bytes (None:
-    unbounded, when no size was declared).  The disk pre-flight calls this once it passed."""
-    res = Reservation(limit, what, roots) if limit is not None else None
+def reserve(limit: int | None, what: str = "", roots: Sequence[Path] = (),
+            keys: Iterable[str] | None = None) -> Reservation | None:
+    """Bound the extractions of ``keys`` (a backup's objects; None: any) this thread starts next
+    under ``roots`` to ``limit`` bytes (None: unbounded, when no size was declared).  The disk
+    pre-flight calls this once it passed."""
+    res = Reservation(limit, what, roots, keys) if limit is not None else None
     _RESERVED.set(res)
     return res
 
@@ -95,7 +101,7 @@ def extract_tars(store: ObjectStore, objects: Sequence[TarObject], *, workers: i
     symlink member, ``owner`` gets every file)."""
     cancel = threading.Event()
     reservation = _RESERVED.get()
-    budget = reservation.budget_for([o.dest for o in objects]) if reservation is not None else None
+    budget = reservation.budget_for(objects) if reservation is not None else None
     paths = PathClaims()  # the objects of one call share their paths (WAL-G's parts share PGDATA)
 
     def default_decode(raw: Counting, key: str) -> BinaryIO:

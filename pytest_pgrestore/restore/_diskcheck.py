@@ -196,6 +196,12 @@ def reservation(need: Need) -> int | None:
     return need.on(data=True, spool=True) - need.spool_bytes
 
 
+def _object_keys(backup: Backup) -> set[str] | None:
+    """The backup's tar objects, which its reservation holds (None: the format keeps no list)."""
+    tars = backup.details.get("tars")
+    return set(tars.values()) if isinstance(tars, dict) and tars else None
+
+
 def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: Path | None = None,
                         concurrency: int | None = None) -> str:
     """The disk pre-flight of one planned restore; returns what was checked (for the evidence)."""
@@ -208,7 +214,7 @@ def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: P
 
     reserve(reservation(need), f"backup {plan.backup.name} uncompressed {human_bytes(size)} ({how}) + "
             f"{HEADROOM:.0%} of it and of the WAL spool window ({human_bytes(spool)}, bounded by the spool)",
-            [p for p in (workdir, pgdata) if p is not None])
+            [p for p in (workdir, pgdata) if p is not None], _object_keys(plan.backup))
     return (
         f"{human_bytes(need.on(data=True, spool=True))} needed (backup {human_bytes(size)} from {how}, "
         f"spool {human_bytes(spool)}, +{HEADROOM:.0%}), {human_bytes(_free(workdir)[2])} free in {workdir}"

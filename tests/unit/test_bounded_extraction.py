@@ -322,3 +322,46 @@ def test_twin_a_wal_object_of_the_segment_size_is_delivered(tmp_path):
     assert rc == 0
     assert dest.stat().st_size == 16 * MiB
     assert spool.stats.errors == {}
+
+
+def test_a_reservation_holds_only_the_backup_it_was_made_for(tmp_path):
+    """Another backup's objects (a fallback the pre-flight did not measure) are not held to it."""
+    store = _store_with(tmp_path, zst_bomb_tar(members=2, each=16 * MiB))
+    work = tmp_path / "work"
+    reserve(1 * MiB, "test", [work], keys={"basebackups/b2/base.tar.zst"})
+    try:
+        _, written = extract_tars(store, [TarObject("base.tar.zst", work / "run-1/pgdata")], workers=1, name="t")
+        assert written == 32 * MiB
+        reserve(1 * MiB, "test", [work], keys={"base.tar.zst"})  # twin: its own backup's object
+        with pytest.raises(CorruptBackup, match="the disk pre-flight reserved"):
+            extract_tars(store, [TarObject("base.tar.zst", work / "run-2/pgdata")], workers=1, name="t")
+    finally:
+        reserve(None)
+
+
+def test_each_run_dir_counts_from_zero(tmp_path):
+    """A retried attempt extracts into a new run dir: the first attempt's bytes are not counted."""
+    store = _store_with(tmp_path, zst_bomb_tar(members=2, each=16 * MiB))
+    work = tmp_path / "work"
+    reserve(40 * MiB, "test", [work])
+    try:
+        for run in ("run-1", "run-2"):
+            _, written = extract_tars(store, [TarObject("base.tar.zst", work / run / "pgdata")], workers=1,
+                                      name="t")
+            assert written == 32 * MiB
+    finally:
+        reserve(None)
+
+
+def test_a_stream_backups_pg_wal_tar_is_counted_from_its_lsn_range():
+    from pytest_pgrestore.formats._catalog import Backup, Catalog, WalArchive
+    from pytest_pgrestore.restore._diskcheck import _pg_wal_tar_bytes
+
+    seg = 16 * MiB
+    catalog = Catalog(source="t", format="basebackup", backups=[], wal=WalArchive(segment_size=seg))
+    streamed = Backup(name="b", format="basebackup", start_lsn=3 * seg + 40, stop_lsn=4 * seg + 100, timeline=1,
+                      details={"tars": {"base.tar": "k/base.tar", "pg_wal.tar.zst": "k/pg_wal.tar.zst"}})
+    assert _pg_wal_tar_bytes(catalog, streamed) == 3 * seg  # segments 3 and 4, and one more
+    fetched = Backup(name="b", format="basebackup", start_lsn=3 * seg, stop_lsn=4 * seg, timeline=1,
+                     details={"tars": {"base.tar": "k/base.tar"}})
+    assert _pg_wal_tar_bytes(catalog, fetched) == 0  # -X fetch: the WAL is in base.tar and its manifest
