@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BaseBackupFormat", "parse_backup_history", "parse_wal_ranges", "parse_long_header"]
 
+_MAX_LABEL = 64 << 10  # bytes of backup_label read: pg_basebackup's is well under 1 KiB
 _TAR_RE = re.compile(r"^(base|pg_wal|\d+)\.tar(\.gz|\.lz4|\.zst)?$")
 _TBLSPC_PATH_RE = re.compile(rb'"Path": *"pg_tblspc/(\d+)/')
 _LOCATION_RE = re.compile(r"^(START|STOP) WAL LOCATION: ([0-9A-Fa-f]+/[0-9A-Fa-f]+) \(file ([0-9A-F]{24})\)")
@@ -245,6 +246,9 @@ class BaseBackupFormat:
                 return Unfinished(name, "in progress", f"no backup_manifest, and {base} cannot be read yet "
                                                        f"({type(exc).__name__}: {exc})")
         if hist is not None and start_lsn is None:
+            if "START LSN" not in hist or "START FILE" not in hist:  # a label garbled or cut: never a traceback
+                return Unfinished(name, "unreadable", f"its backup_label (in {base}) has no START WAL LOCATION line: "
+                                                      "where it starts cannot be known")
             start_lsn = parse_lsn(hist["START LSN"])
             stop_lsn = parse_lsn(hist["STOP LSN"]) if "STOP LSN" in hist else None
             tli = int(hist.get("START TIMELINE", "1"))
@@ -278,7 +282,9 @@ class BaseBackupFormat:
                             raise CorruptBackup(f"backup {name}: backup_label in {info.key} is not a regular file",
                                                 checked="the first members of base.tar",
                                                 fix="the tar is not pg_basebackup's; restore another backup")
-                        label = parse_backup_history(file.read().decode())
+                        # LABEL is the user's text, in whatever encoding the server had (a Latin-1
+                        # 'é' is legal); only the LSN lines matter here.  Capped: a label is a few lines.
+                        label = parse_backup_history(file.read(_MAX_LABEL).decode("utf-8", "replace"))
                         start = label.get("START LSN")
                         return next((h for h in histories.values() if h.get("START LSN") == start), label)
         return None

@@ -44,7 +44,7 @@ class Unfinished:
     DONE backup.info, pg_basebackup's backup_manifest) does not yet: listed, never chosen."""
 
     name: str
-    state: str  # "in progress" (still being written, or abandoned) or "failed" (its tool said so)
+    state: str  # "in progress" (still being written, or abandoned), "failed" (its tool said so), "unreadable"
     reason: str  # what is missing, in one phrase
 
 

@@ -222,3 +222,54 @@ def test_pgrestore_list_shows_the_backup_in_progress(bb_copy, pg15, workroot):
     data = json.loads(subprocess.run(cmd + ["--json"], capture_output=True, text=True, check=True).stdout)
     assert [(u["name"], u["state"]) for u in data["unfinished"]] == [(b2, "in progress")]
     assert b2 not in [b["name"] for b in data["backups"]]
+
+
+# -- backup_label: the user's text in any encoding ------------------------------------------------
+def _rewrite_label(tar_path: Path, edit) -> None:
+    """Rewrite base.tar with its backup_label passed through ``edit`` (bytes → bytes), the other
+    members as they were (pg_basebackup's own output)."""
+    import io
+    import tarfile
+
+    out = tar_path.with_suffix(".new")
+    with tarfile.open(tar_path) as src, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as dst:
+        for member in src:
+            data = src.extractfile(member) if member.isfile() else None
+            if member.name.lstrip("./") == "backup_label":
+                body = edit(data.read())
+                member.size = len(body)
+                dst.addfile(member, io.BytesIO(body))
+            else:
+                dst.addfile(member, data)
+    out.replace(tar_path)
+
+
+def test_a_latin1_byte_in_backup_labels_label_restores(bb_copy, pg15, settings_factory):
+    """LABEL is free text in the server's encoding: a Latin-1 'é' (0xE9, not UTF-8) used to end in
+    UnicodeDecodeError, exit 3.  The LSN lines are what is read; the backup restores."""
+    b2 = pg15.backups["b2"].name
+    for b in ("b1", "b2"):
+        (bb_copy / "basebackups" / pg15.backups[b].name / "backup_manifest").unlink()
+    _rewrite_label(bb_copy / "basebackups" / b2 / "base.tar",
+                   lambda body: body.replace(b"LABEL: ", b"LABEL: caf\xe9 ", 1))
+    rows, result = _restore(settings_factory(f"file://{bb_copy}"))
+    assert (result.outcome, result.backup) == ("REACHED", b2)
+    assert rows == pg15.total_rows
+
+
+def test_twin_a_label_without_its_start_location_is_not_chosen(bb_copy, pg15, settings_factory):
+    """Twin: the same rewrite, but the START WAL LOCATION line gone — the backup cannot be placed,
+    so it is listed as unfinished and never chosen; latest restores the one before."""
+    b1, b2 = pg15.backups["b1"].name, pg15.backups["b2"].name
+    for b in ("b1", "b2"):
+        (bb_copy / "basebackups" / pg15.backups[b].name / "backup_manifest").unlink()
+    for history in (bb_copy / "wal").rglob("*.backup*"):  # nothing else may tell where b2 starts
+        history.unlink()
+
+    def drop_start(body: bytes) -> bytes:
+        return b"".join(line for line in body.splitlines(keepends=True) if not line.startswith(b"START WAL"))
+
+    _rewrite_label(bb_copy / "basebackups" / b2 / "base.tar", drop_start)
+    catalog = Restorer(settings_factory(f"file://{bb_copy}")).catalog()
+    assert b2 not in [b.name for b in catalog.backups]
+    assert b2 in [u.name for u in catalog.unfinished]
