@@ -17,7 +17,7 @@ from ..settings._target import format_lsn
 from ..signals import deferred_interrupts
 from . import _measure as measure
 from ._instance import RestoredInstance
-from ._plan import Plan, make_plan
+from ._plan import Plan, find_split, make_plan, split_error
 from ._recover import (
     control_data,
     describe_preload,
@@ -203,6 +203,8 @@ class RestoreAttempt:
             newest = fresh.newest_segno(plan.timeline)
             archive_end = (newest + 1) * size if newest is not None else archive_end
         verdict = decide(obs, plan.target, timeline=plan.timeline, segment_size=size, archive_end_lsn=archive_end)
+        split = find_split(wal, plan.backup, plan.timeline) \
+            if plan.target.kind == "latest" and self.settings.timeline == "latest" else None
         result.outcome, result.detail, result.stop_reason = verdict.outcome, verdict.detail, verdict.stop_reason
         result.replay_lsn = format_lsn(obs.replay_lsn) if obs.replay_lsn is not None else None
         result.last_replay_time = obs.last_replay_time.isoformat() if obs.last_replay_time else None
@@ -226,6 +228,13 @@ class RestoreAttempt:
                 fix=f"install the extension for PostgreSQL {result.pg_version} where the server runs (the "
                     f"binaries, or the docker image), or leave {', '.join(missing)} out of --restore-preload",
                 result=result)
+        if split is not None and verdict.outcome is Outcome.REACHED:
+            # production went on along another line while the drill replayed (the plan's listing did
+            # not show it yet): what was reached is not latest
+            err = split_error(split, wal, plan.backup, when="after replay, ")
+            result.outcome, result.detail = Outcome.SPLIT_TIMELINE, err.what
+            result.attempts[-1] = Attempt(plan.backup.name, Outcome.SPLIT_TIMELINE, err.what)
+            raise RestoreFailed(err.what, checked=err.checked, fix=err.fix, result=result)
         if verdict.outcome is not Outcome.REACHED:
             raise RestoreFailed(f"restore of {result.source} to {plan.target} ended {verdict.outcome}: "
                                 f"{verdict.detail}",

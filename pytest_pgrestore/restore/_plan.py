@@ -288,9 +288,14 @@ def _check_split(wal: WalArchive, backup: Backup, tli: int, target: RestoreTarge
         return
     if target.kind == "lsn" and target.stop_lsn <= split.fork_lsn:
         return  # both lines hold the same WAL up to the fork
+    raise split_error(split, wal, backup)
+
+
+def split_error(split: Split, wal: WalArchive, backup: Backup, *, when: str = "") -> SplitTimeline:
+    """The refusal of a split history; ``when`` says it was seen after replay (the archive changed)."""
     followed, living = split.followed, split.living
-    raise SplitTimeline(
-        f"the archive holds a split history: timeline {followed.timeline}, the newest, which "
+    return SplitTimeline(
+        f"{when}the archive holds a split history: timeline {followed.timeline}, the newest, which "
         f"recovery_target_timeline=latest would follow, is not the line that went on furthest: "
         f"{followed.describe()}; {living.describe()}, past it. The two parted at "
         f"{format_lsn(split.fork_lsn)}; restoring timeline {followed.timeline} would miss what was written on "

@@ -180,3 +180,60 @@ def test_verify_passes_a_clean_failover(failover):
     out = pgrestore("verify", f"file://{failover}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "split" not in out.stdout
+
+
+def late_split(split: Path, dest: Path) -> tuple[Path, list[Path], Path]:
+    """A copy of the split archive as the plan would have seen it before production's last
+    timeline-1 segments arrived: timeline 2 looks like a clean failover.  Returns (repo, the hidden
+    segments, where they wait)."""
+    repo = dest / "repo"
+    shutil.copytree(split, repo)
+    wal = repo / "wal"
+    newest_tl2 = max(p.name[8:24] for p in wal.iterdir() if p.name.startswith("00000002") and len(p.name) >= 24
+                     and not p.name.endswith(".history"))
+    aside = dest / "aside"
+    aside.mkdir()
+    hidden = [p for p in wal.iterdir() if p.name.startswith("00000001") and p.name[8:24] >= newest_tl2
+              and ".backup" not in p.name]
+    assert hidden, "premise: production's timeline 1 went past timeline 2's newest segment"
+    for p in hidden:
+        p.rename(aside / p.name)
+    return repo, hidden, aside
+
+
+def test_a_split_that_appears_while_the_drill_replays_fails_it(split, workroot, settings_factory):
+    """Production's newer timeline-1 segments reach the archive while the drill replays timeline 2
+    (which looked like a clean failover at plan time): what replay reached is not latest any more.
+    Before, the verdict's fresh listing only moved the archive's end: REACHED with c1 and without
+    p5..p8."""
+    from pytest_pgrestore.restore._instance import Hooks
+    from pytest_pgrestore.errors import RestoreFailed
+
+    import threading
+
+    repo, hidden, aside = late_split(split, workroot / "split-late")
+    arrived: list[bool] = []
+    lock = threading.Lock()  # the spool delivers from several threads
+
+    def production_goes_on(_name: str) -> None:
+        with lock:
+            if not arrived:
+                for p in hidden:
+                    (aside / p.name).rename(p)
+                arrived.append(True)
+
+    with pytest.raises(RestoreFailed) as err:
+        with Restorer(settings_factory(f"file://{repo}"), hooks=Hooks(before_deliver=production_goes_on)).restore():
+            pass
+    assert arrived, "premise: WAL was delivered"
+    result = err.value.result
+    assert result.outcome == "SPLIT_TIMELINE" and result.timeline == 2
+    assert "after replay, the archive holds a split history" in str(err.value)
+    assert "--restore-timeline 1" in str(err.value)
+
+
+def test_twin_without_production_going_on_the_same_archive_is_a_clean_failover(split, workroot, settings_factory):
+    repo, _hidden, _aside = late_split(split, workroot / "split-late-twin")
+    values, result = rows(settings_factory(f"file://{repo}"))
+    assert result.outcome == "REACHED" and result.timeline == 2
+    assert "c1" in values and "p8" not in values
