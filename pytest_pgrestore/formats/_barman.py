@@ -133,11 +133,14 @@ class BarmanFormat:
             assert m is not None, "tars holds the names _TAR_RE matches"
             parts.setdefault(m.group(1), set()).add(int(m.group(2)[1:]) if m.group(2) else 0)
             ext.setdefault(m.group(1), m.group(3) or "")
+        # barman-cloud-backup compresses every tar of a backup alike (one --gzip/--bzip2/… for the
+        # run): a tar missing outright is named with the suffix its siblings carry
+        suffix = ext.get("data", next(iter(ext.values()), ""))
         missing = []
         for kind in ["data", *sorted(tablespaces)]:
             have = parts.get(kind)
             if not have:
-                missing.append(f"{where}{kind}.tar{ext.get('data', '')}")
+                missing.append(f"{where}{kind}.tar{suffix}")
                 continue
             missing += [f"{where}{kind}{f'_{n:04d}' if n else ''}.tar{ext[kind]}"
                         for n in range(max(have) + 1) if n not in have]
