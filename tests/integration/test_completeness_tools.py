@@ -18,8 +18,10 @@ Every success has its failing twin; one real backup set per tool, variants are c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -212,4 +214,79 @@ def test_twin_barman_completed_backup_is_restored_by_latest(barman_copy, setting
     _, data = _pgrestore_list(url, sc.env)
     assert data["unfinished"] == []
     rows, result = _restore(settings_factory(url, env=sc.env))
+    assert (rows, result.outcome, result.backup) == (sc.total_rows, "REACHED", sc.backups["b2"])
+
+
+# -- pgBackRest (the real tool, a posix repository) ------------------------------------------------
+@pytest.fixture(scope="module")
+def pgbr_set(workroot):
+    """b1 full, b2 incr (referencing b1), taken by pgbackrest itself."""
+    from tool_support import PgBackRest, pgbackrest_source
+
+    repo = workroot / "tools-pgbr-repo"
+    tool = PgBackRest.posix(workroot / "tools-pgbr-tool", repo, compress_type="gz")
+    with pgbackrest_source(workroot / "tools-pgbr-src", tool) as src:
+        sc = history(src, tool.backup)
+    return sc, repo
+
+
+@pytest.fixture
+def pgbr_copy(pgbr_set):
+    sc, repo = pgbr_set
+    copy = Path(f"/tmp/pgr-tools-pgbr-{os.getpid()}")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(repo, copy, symlinks=True)
+    yield sc, copy
+    shutil.rmtree(copy, ignore_errors=True)
+
+
+def _drop_from_backup_info(path: Path, label: str) -> None:
+    """backup.info as it was before pgBackRest's backupComplete() added ``label`` to it: the line
+    gone, backrest-checksum recomputed the way pgBackRest computes it (SHA-1 of the sections as JSON)."""
+    from pytest_pgrestore.formats._pgbackrest_info import parse_ini
+
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith(f"{label}=")]
+    parts, section, last = [], None, None
+    for line in lines:
+        if not line.strip():
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, _, value = line.partition("=")
+        if section == "backrest" and key == "backrest-checksum":
+            continue
+        parts.append(("}," if last is not None else "") + json.dumps(section) + ":{" if section != last else ",")
+        last = section
+        parts.append(json.dumps(key) + ":" + value)
+    digest = hashlib.sha1(("{" + "".join(parts) + "}}").encode()).hexdigest()
+    text = "\n".join(f'backrest-checksum="{digest}"' if ln.startswith("backrest-checksum=") else ln
+                     for ln in lines) + "\n"
+    assert parse_ini(text.encode(), path.name).checksum_ok
+    for target in (path, path.with_name(path.name + ".copy")):
+        target.write_text(text)
+
+
+def test_pgbackrest_backup_not_yet_in_backup_info_is_skipped(pgbr_copy, settings_factory):
+    """b2 mid-backup: its folder holds pg_data/… and backup.manifest.copy, no backup.manifest, and
+    backup.info does not name it yet → latest restores b1, replayed to the end."""
+    sc, copy = pgbr_copy
+    b1, b2 = sc.backups["b1"], sc.backups["b2"]
+    (folder,) = (copy / "backup").glob(f"*/{b2}")
+    (folder / "backup.manifest").unlink()
+    assert (folder / "backup.manifest.copy").is_file() and any((folder / "pg_data").rglob("*"))
+    _drop_from_backup_info(folder.parent / "backup.info", b2)
+    catalog = Restorer(settings_factory(f"file://{copy}")).catalog()
+    assert [b.name for b in catalog.backups] == [b1]
+    rows, result = _restore(settings_factory(f"file://{copy}"))
+    assert (rows, result.outcome, result.backup) == (sc.total_rows, "REACHED", b1)
+
+
+def test_twin_pgbackrest_completed_backup_is_restored_by_latest(pgbr_copy, settings_factory):
+    sc, copy = pgbr_copy
+    (folder,) = (copy / "backup").glob(f"*/{sc.backups['b2']}")
+    assert (folder / "backup.manifest").is_file()
+    catalog = Restorer(settings_factory(f"file://{copy}")).catalog()
+    assert [b.name for b in catalog.backups] == [sc.backups["b1"], sc.backups["b2"]]
+    rows, result = _restore(settings_factory(f"file://{copy}"))
     assert (rows, result.outcome, result.backup) == (sc.total_rows, "REACHED", sc.backups["b2"])
