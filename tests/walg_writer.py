@@ -206,20 +206,26 @@ class WalgWriter:
             meta["/" + path if path else "/"] = flags
             if not flags["IsSkipped"]:
                 body.append(e if e.info.name.startswith("/") else Entry(_renamed(e.info, "/" + path), e.data))
-        tar_sets = self._write_parts(name, body)
+        tar_sets, packed, uploaded = self._write_parts(name, body)
         label = [Entry(_file_info("backup_label", len(entries["backup_label"].data)), entries["backup_label"].data),
                  Entry(_file_info("tablespace_map", len(tsmap)), tsmap)]
         control = entries["global/pg_control"].data
         tar_sets[f"backup_label{self.tar_ext()}"] = ["backup_label", "tablespace_map"]
-        self.put(f"basebackups_005/{name}/tar_partitions/pg_control{self.tar_ext()}",
-                 self.encode(_tar([Entry(_file_info("/global/pg_control", len(control)), control)])))
+        uploaded += self.put(f"basebackups_005/{name}/tar_partitions/pg_control{self.tar_ext()}",
+                             self.encode(_tar([Entry(_file_info("/global/pg_control", len(control)), control)]))
+                             ).stat().st_size
         tar_sets[f"pg_control{self.tar_ext()}"] = ["/global/pg_control"]
-        self.put(f"basebackups_005/{name}/tar_partitions/backup_label{self.tar_ext()}", self.encode(_tar(label)))
+        uploaded += self.put(f"basebackups_005/{name}/tar_partitions/backup_label{self.tar_ext()}",
+                             self.encode(_tar(label))).stat().st_size
+        packed += len(control) + sum(e.info.size for e in label)
+        sizes = {"UncompressedSize": packed, "CompressedSize": uploaded,
+                 "DataCatalogSize": data_catalog_size(entries)}
         sysid = struct.unpack_from("<Q", control, 0)[0]
         times = {k: _pg_time(history[k]) for k in ("START TIME", "STOP TIME")}
         pushed = Pushed(name, start, stop, {**files, **{u: entries[u].data for u in UTILITY if u in entries}},
                         parent.full_name if parent else name, (parent.count + 1) if parent else 0)
-        sentinel = self._sentinel(pushed, parent, spec, sysid, times, hostname, data_dir, user_data, permanent)
+        sentinel = self._sentinel(pushed, parent, spec, sysid, times, hostname, data_dir, user_data, permanent,
+                                  sizes)
         if self.legacy_sentinel:
             sentinel = {"LSN": start, **({"DeltaFromLSN": parent.start_lsn, "DeltaFrom": parent.name,
                                          "DeltaFullName": pushed.full_name, "DeltaCount": pushed.count}
@@ -229,15 +235,28 @@ class WalgWriter:
         else:
             self.put(f"basebackups_005/{name}/metadata.json", json.dumps(self._metadata(pushed, sysid, times, hostname,
                                                                                           data_dir, user_data,
-                                                                                          permanent)).encode())
+                                                                                          permanent, sizes)).encode())
             self.put(f"basebackups_005/{name}/files_metadata.json",
                      json.dumps({"Files": meta, "TarFileSets": tar_sets, "DatabasesByNames": {}}).encode())
         pushed.sentinel = sentinel
         self.put(f"basebackups_005/{name}_backup_stop_sentinel.json", json.dumps(sentinel).encode())
         return pushed
 
-    def _write_parts(self, name: str, body: list[Entry]) -> dict[str, list[str]]:
+    def _write_parts(self, name: str, body: list[Entry]) -> tuple[dict[str, list[str]], int, int]:
+        """The part tars; returns (TarFileSets, the UncompressedSize they add, their stored bytes).
+
+        WAL-G counts into ``UncompressedSize`` each regular file's tar header ``Size`` as it packs
+        it (internal/tar_ball.go ``PackFileTo``: ``tarBall.AddSize(fileInfoHeader.Size)``; the
+        queue adds each tarball's total when it closes it, internal/tar_ball_queue.go
+        ``CloseTarball``: ``AllTarballsSize.Add(tarBall.Size())``): payload bytes, no tar headers
+        or padding, and for an incremented file the increment's size, not the file's
+        (internal/databases/postgres/tar_ball_file_packer.go sets ``cfi.Header.Size`` from
+        ``ReadIncrementalFile``).  The copy composer's ``copy_N`` tars are copied whole with
+        ``CopyObject`` (internal/databases/postgres/copy_tar_ball_composer.go ``copyTar``) and
+        add nothing.  ``CompressedSize`` is the uploader's byte count
+        (``Uploader.UploadedDataSize``): the stored tar objects."""
         sets: dict[str, list[str]] = {}
+        packed = uploaded = 0
         parts: list[list[Entry]] = [[]]
         size = 0
         for e in body:
@@ -248,25 +267,36 @@ class WalgWriter:
             size += e.info.size
         for i, part in enumerate(parts, start=1):
             fname = f"{'copy' if self.copy_names else 'part'}_{i:03d}{self.tar_ext()}"
-            self.put(f"basebackups_005/{name}/tar_partitions/{fname}", self.encode(_tar(part, self.trailing_zeros)))
+            uploaded += self.put(f"basebackups_005/{name}/tar_partitions/{fname}",
+                                 self.encode(_tar(part, self.trailing_zeros))).stat().st_size
             sets[fname] = [e.info.name for e in part]
-        return sets
+            if not self.copy_names:
+                packed += sum(e.info.size for e in part if e.info.isreg())
+        return sets, packed, uploaded
 
-    def _metadata(self, p: Pushed, sysid, times, hostname, data_dir, user_data, permanent) -> dict:
+    def _metadata(self, p: Pushed, sysid, times, hostname, data_dir, user_data, permanent, sizes) -> dict:
         meta = {"start_time": rfc3339(times["START TIME"]), "finish_time": rfc3339(times["STOP TIME"]),
                 "date_fmt": "%Y-%m-%dT%H:%M:%S.%fZ", "hostname": hostname, "data_dir": data_dir,
                 "pg_version": self.pg_version_num, "start_lsn": p.start_lsn, "finish_lsn": p.stop_lsn,
-                "is_permanent": permanent, "system_identifier": sysid, "uncompressed_size": 0, "compressed_size": 0}
+                "is_permanent": permanent, "system_identifier": sysid,
+                # the sentinel's figures (internal/databases/postgres/backup_sentinel_dto.go
+                # NewExtendedMetadataDto: meta.UncompressedSize = sentinelDto.UncompressedSize)
+                "uncompressed_size": sizes["UncompressedSize"], "compressed_size": sizes["CompressedSize"]}
         if user_data is not None:
             meta["user_data"] = user_data
         return meta
 
-    def _sentinel(self, p: Pushed, parent, spec, sysid, times, hostname, data_dir, user_data, permanent) -> dict:
+    def _sentinel(self, p: Pushed, parent, spec, sysid, times, hostname, data_dir, user_data, permanent,
+                  sizes) -> dict:
         s: dict = {"LSN": p.start_lsn}
         if parent:
             s.update(DeltaLSN=parent.start_lsn, DeltaFrom=parent.name, DeltaFullName=p.full_name, DeltaCount=p.count)
-        s.update(PgVersion=self.pg_version_num, FinishLSN=p.stop_lsn, SystemIdentifier=sysid,
-                 UncompressedSize=0, CompressedSize=0, DataCatalogSize=0)
+        # internal/databases/postgres/backup_sentinel_dto.go NewBackupSentinelDto, from
+        # backup_push_handler.go: UncompressedSize = bundle.TarBallQueue.AllTarballsSize (see
+        # _write_parts; pg_control.tar and backup_label.tar count too: bundle.go UploadPgControl
+        # AddSize, uploadLabelFiles PackFileTo, both closed through CloseTarball before it is read),
+        # CompressedSize = Uploader.UploadedDataSize(), DataCatalogSize = bundle.DataCatalogSize.
+        s.update(PgVersion=self.pg_version_num, FinishLSN=p.stop_lsn, SystemIdentifier=sysid, **sizes)
         if spec:
             s["Spec"] = spec
         if user_data is not None:
@@ -275,6 +305,21 @@ class WalgWriter:
                  FinishTime=rfc3339(times["STOP TIME"]), DateFmt="%Y-%m-%dT%H:%M:%S.%fZ", Hostname=hostname,
                  DataDir=data_dir, IsPermanent=permanent)
         return s
+
+
+def data_catalog_size(entries: dict[str, Entry]) -> int:
+    """WAL-G's ``DataCatalogSize``: ``os.FileInfo.Size()`` of every object its walk of PGDATA (and
+    each tablespace) visits, before any exclusion (internal/databases/postgres/bundle.go
+    ``HandleWalkedFSObject``: ``bundle.DataCatalogSize.Add(info.Size())``): the files at their full
+    size, even a delta's unchanged or incremented ones; a directory at its st_size (4096 here).
+    backup_label and tablespace_map are no files of PGDATA during a non-exclusive backup; the
+    files we dropped as excluded are not known here and are left out."""
+    total = 0
+    for path, e in entries.items():
+        if path in ("backup_label", "tablespace_map"):
+            continue
+        total += len(e.data) if e.info.isreg() else 4096 if e.info.isdir() else 0
+    return total
 
 
 def _pg_time(text: str) -> datetime:
