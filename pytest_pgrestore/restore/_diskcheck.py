@@ -7,7 +7,7 @@ directory or ``--pgdata``) plus the WAL spool's window (segments fetched ahead o
 * ``basebackup``: the sum of every file's ``Size`` in ``backup_manifest`` (stream-parsed: a
   manifest can be megabytes);
 * ``walg``: the sentinel's ``UncompressedSize`` (for a delta, summed along its chain: an upper
-  bound);
+  bound); see :func:`_walg_chain_size` for what WAL-G counts in it and when it is no bound;
 * ``pgbackrest``: ``backup-info-size`` in ``backup.info`` (the database's full size);
 * ``barman``: ``size`` in the backup's ``backup.info``;
 * otherwise the stored (possibly compressed) size, a lower bound, and the message says so.
@@ -16,7 +16,8 @@ The check's figure is also a cap: once it passed, :func:`check_restore_space` re
 extraction (``formats._tar_materialize.reserve``), which then writes at most that many bytes
 under the workdir (or ``--pgdata``), however far the objects' compressed bytes expand.  A backup
 whose size is only known as its stored size gets no cap: that figure is a lower bound; nor does
-a WAL-G backup, whose ``UncompressedSize`` undercounts.
+a WAL-G backup whose ``UncompressedSize`` does not count everything its tars hold (missing, or
+a ``copy_N`` tar in its chain).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ __all__ = [
 
 HEADROOM = 0.10
 #: where a backup's size comes from when it is no upper bound of what extraction writes
-_NOT_A_BOUND = ("its stored size", "UncompressedSize")
+_NOT_A_BOUND = ("its stored size", "no upper bound")
 _SIZE = re.compile(rb'"Size"\s*:\s*(\d+)')
 _CHUNK = 1 << 20
 
@@ -111,17 +112,45 @@ def _pg_wal_tar_bytes(catalog: Catalog, backup: Backup) -> int:
     return (backup.stop_lsn // seg - backup.start_lsn // seg + 2) * seg
 
 
-def _walg_chain_size(catalog: Catalog, backup: Backup) -> tuple[int, str]:
-    total, seen = 0, set()
+def _walg_chain(catalog: Catalog, backup: Backup) -> list[Backup]:
+    """``backup`` and its delta parents, newest first (as far as the catalog has them)."""
+    chain: list[Backup] = []
     b: Backup | None = backup
-    while b is not None and b.name not in seen:
-        seen.add(b.name)
-        total += b.size or b.stored_bytes
+    while b is not None and all(b.name != c.name for c in chain):
+        chain.append(b)
         parent = b.details.get("delta_from")
         b = catalog.backup(parent) if parent else None
-    how = "UncompressedSize in the sentinel" + (
-        f"s of its {len(seen)}-backup delta chain" if len(seen) > 1 else ""
-    )
+    return chain
+
+
+def _walg_chain_size(catalog: Catalog, backup: Backup) -> tuple[int, str]:
+    """What WAL-G's sentinels say the chain's tars hold, and whether that bounds extraction.
+
+    WAL-G's ``UncompressedSize`` (read from its source: internal/databases/postgres/
+    backup_push_handler.go takes ``bundle.TarBallQueue.AllTarballsSize``, which
+    internal/tar_ball.go ``PackFileTo`` and bundle.go ``UploadPgControl`` grow by each regular
+    file's tar header ``Size``) is the payload of every file member of the backup's own tars: the
+    part tars, ``pg_control.tar`` and ``backup_label.tar``; no tar headers.  An incremented file
+    counts at its increment's size, so a delta restore writes more than its sentinel says (the
+    files it patches come from the parents): summed along the chain, the figure bounds every
+    member a restore of the chain writes, as extraction counts them (header sizes, each level's
+    members; an increment writes at most its size in pages).  It is no bound when a backup of
+    the chain has no such figure (WAL-E, or a WAL-G older than the field), nor when it holds a
+    ``copy_N`` tar: the copy composer copies a parent's tar whole (copy_tar_ball_composer.go
+    ``copyTar``: ``CopyObject``) and counts none of it.  ``CompressedSize`` is what WAL-G
+    uploaded (``Uploader.UploadedDataSize``), ``DataCatalogSize`` the walked PGDATA's file sizes
+    (bundle.go ``HandleWalkedFSObject``); files_metadata.json records no sizes and no tar's own
+    uncompressed size is recorded anywhere, so WAL-G's tar objects get no per-object cap."""
+    chain = _walg_chain(catalog, backup)
+    total = sum(b.size or b.stored_bytes for b in chain)
+    how = "UncompressedSize in the sentinel" + (f"s of its {len(chain)}-backup delta chain" if len(chain) > 1 else "")
+    unsized = [b.name for b in chain if not b.size]
+    copied = [b.name for b in chain if any(f.startswith("copy_") for f in b.details.get("tars") or {})]
+    if unsized:
+        how = (f"no upper bound: the stored size of {unsized[0]}, whose sentinel has no UncompressedSize"
+               + (f", and {how}" if len(unsized) < len(chain) else ""))
+    elif copied:
+        how = f"no upper bound: {how}, which leaves out the copy_N tars of {copied[0]} (WAL-G copies them whole)"
     return total, how
 
 
@@ -188,18 +217,23 @@ def check_disk(need: Need, *, workdir: Path, pgdata: Path | None = None, backup_
 def reservation(need: Need) -> int | None:
     """The bytes extraction may write: what the pre-flight made sure is free (backup, spool
     window and headroom) less the spool's window, which the spool bounds on its own.  None
-    when the backup's size is no upper bound: its stored, compressed size, or WAL-G's
-    ``UncompressedSize`` (4.5 MiB in the sentinel of a backup that writes 22 MiB: it is no sum of
-    the files' sizes)."""
+    when the backup's size is no upper bound: its stored, compressed size, or a WAL-G chain whose
+    ``UncompressedSize`` leaves something out (see :func:`_walg_chain_size`)."""
     if need.backup_from.startswith(_NOT_A_BOUND):
         return None
     return need.on(data=True, spool=True) - need.spool_bytes
 
 
-def _object_keys(backup: Backup) -> set[str] | None:
-    """The backup's tar objects, which its reservation holds (None: the format keeps no list)."""
-    tars = backup.details.get("tars")
-    return set(tars.values()) if isinstance(tars, dict) and tars else None
+def _object_keys(catalog: Catalog, backup: Backup) -> set[str] | None:
+    """The backup's tar objects, which its reservation holds (None: the format keeps no list); a
+    WAL-G delta's include its parents' (the restore extracts them, the figure counts them)."""
+    keys: set[str] = set()
+    for b in _walg_chain(catalog, backup) if catalog.format == "walg" else [backup]:
+        tars = b.details.get("tars")
+        if not isinstance(tars, dict) or not tars:
+            return None
+        keys.update(tars.values())
+    return keys
 
 
 def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: Path | None = None,
@@ -214,7 +248,7 @@ def check_restore_space(fmt, catalog: Catalog, plan, *, workdir: Path, pgdata: P
 
     reserve(reservation(need), f"backup {plan.backup.name} uncompressed {human_bytes(size)} ({how}) + "
             f"{HEADROOM:.0%} of it and of the WAL spool window ({human_bytes(spool)}, bounded by the spool)",
-            [p for p in (workdir, pgdata) if p is not None], _object_keys(plan.backup))
+            [p for p in (workdir, pgdata) if p is not None], _object_keys(catalog, plan.backup))
     return (
         f"{human_bytes(need.on(data=True, spool=True))} needed (backup {human_bytes(size)} from {how}, "
         f"spool {human_bytes(spool)}, +{HEADROOM:.0%}), {human_bytes(_free(workdir)[2])} free in {workdir}"
