@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
-from ..errors import FormatError
+from ..errors import CorruptBackup, FormatError
 
 if TYPE_CHECKING:
     from ..store._base import Readable
@@ -35,15 +35,60 @@ class _Raw(io.RawIOBase):
         super().close()
 
 
-def open_codec(raw: BinaryIO, codec: str, *, label: str) -> BinaryIO:
+def open_codec(raw: BinaryIO, codec: str, *, label: str, limit: int | None = None) -> BinaryIO:
     """Decode ``raw`` with the codec the repository metadata names (never guessed from bytes).
 
     ``codec``: none | gz | bz2 | lz4 | zst (pgBackRest's names). lz4 checks each frame's content
     checksum itself, as the other codecs check their own trailers.
+
+    ``limit``: the most bytes the stream may decode to (a pgBackRest file's ``size`` in
+    backup.manifest).  A read that would pass it raises :class:`CorruptBackup` naming ``label``
+    (the file and its repository key) and the cap, before its bytes are returned: a caller
+    that writes what it reads writes at most ``limit`` bytes, however far a forged or damaged
+    file expands.  pgBackRest itself checks size and SHA-1 only once the whole file is written.
     """
     # every decoder is a file of bytes; typing's BinaryIO does not count io.BufferedIOBase
     # (GzipFile, BZ2File, Lz4Reader) as one
-    return cast(BinaryIO, _decoder(raw, codec, label))
+    decoder = _decoder(raw, codec, label)
+    return cast(BinaryIO, decoder if limit is None else _Capped(decoder, limit, label, codec))
+
+
+class _Capped:
+    """A decoded stream that refuses to return more than ``limit`` bytes in all."""
+
+    def __init__(self, inner, limit: int, label: str, codec: str) -> None:
+        self.inner, self.limit, self.label, self.codec = inner, limit, label, codec
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:  # everything: in steps, each checked
+            parts = []
+            while chunk := self.read(_CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
+        # never ask for more than one byte past the cap: the decoder stops there too
+        data = self.inner.read(min(n, self.limit - self.count + 1))
+        if self.count + len(data) > self.limit:
+            raise CorruptBackup(
+                f"{self.label} decodes to more than its size in backup.manifest ({self.limit} bytes): stopped "
+                f"at that cap, {self.count} bytes written",
+                checked=f"the decoded {self.codec} stream against the file's manifest size, as it is written",
+                fix="the repository file is damaged or forged: run `pgbackrest verify` on the repository, and "
+                    "restore another backup")
+        self.count += len(data)
+        return data
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> _Capped:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _decoder(raw: BinaryIO, codec: str, label: str) -> io.BufferedIOBase | IO[bytes]:
