@@ -142,6 +142,9 @@ def _extract_level(fmt, backup: Backup, level: LevelFilter, pgdata: Path, owner,
         return _extract_one(fmt, stream, obj.key, pgdata, level, owner)
 
     def run(names: list[str], workers: int) -> tuple[int, int]:
+        # no TarObject.max_bytes: WAL-G records no tar's own size (files_metadata.json has none, the
+        # sentinel's UncompressedSize is the whole backup's), so each object is held only to the
+        # restore's reservation (restore._diskcheck._walg_chain_size), which holds the chain's tars
         return extract_tars(fmt.store, [TarObject(tars[f], pgdata) for f in names], workers=workers,
                             name="walg-fetch", decode=lambda raw, key: fmt.decode(raw, key, tar=True),
                             extract=extract)
