@@ -404,7 +404,7 @@ class PgBackRestFormat:
     def _copy_stream(counted, codec: str, where: str, size: int, out, digest) -> int:
         """Decode into ``out``; ``digest`` sees every byte (the caller checks it against the manifest)."""
         written = 0
-        with open_codec(counted, codec, label=where) as stream, _writer(size) as writer:
+        with open_codec(counted, codec, label=where, limit=size) as stream, _writer(size) as writer:
             while chunk := stream.read(_STREAM_CHUNK):
                 if writer is None:
                     digest.update(chunk)

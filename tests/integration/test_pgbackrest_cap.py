@@ -50,6 +50,55 @@ def repo_file(workroot):
     shutil.rmtree(repo, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def big_repo(workroot):
+    """(repo, stanza, the repository file of a table past the one-piece size, its manifest entry)."""
+    repo = workroot / "pgbr-cap-big-repo"
+    tool = PgBackRest.posix(workroot / "pgbr-cap-big-tool", repo, compress_type="zst")
+    with pgbackrest_source(workroot / "pgbr-cap-big-src", tool) as src:
+        with src.connect() as conn:
+            conn.execute("CREATE TABLE big AS SELECT g, md5(g::text) AS h FROM generate_series(1, 150000) g")
+            conn.execute("CHECKPOINT")
+            rel = conn.execute("SELECT pg_relation_filepath('big')").fetchone()[0]
+        label = tool.backup("full")
+    folder = repo / "backup" / tool.stanza / label
+    entry = next(json.loads(line.split("=", 1)[1]) for line in (folder / "backup.manifest").read_text().splitlines()
+                 if line.startswith(f"pg_data/{rel}="))
+    assert entry["size"] > 4 * MiB, "premise: decoded as a stream, not in one piece"
+    yield repo, tool.stanza, folder / f"pg_data/{rel}.zst", entry
+    shutil.rmtree(repo, ignore_errors=True)
+
+
+def test_a_restore_stops_writing_an_oversized_repository_file_at_its_manifest_size(big_repo, workroot,
+                                                                                  settings_factory):
+    """End to end: the restore of a repository whose file decodes to 64 MiB past its manifest size
+    fails as a named corrupt backup, at the cap — not after writing the whole file."""
+    from pytest_pgrestore.restore._restorer import Restorer
+
+    repo, stanza, stored, entry = big_repo
+    copy = workroot / "pgbr-cap-bomb"
+    shutil.copytree(repo, copy)
+    bomb = copy / stored.relative_to(repo)
+    bomb.write_bytes(zstandard.ZstdCompressor().compress(bytes(entry["size"] + 64 * MiB)))
+    try:
+        with pytest.raises(CorruptBackup) as err:
+            with Restorer(settings_factory(f"file://{copy}?stanza={stanza}", "immediate")).restore():
+                pass
+        assert f"decodes to more than its size in backup.manifest ({entry['size']} bytes)" in str(err.value)
+        assert "stopped at that cap" in str(err.value)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_twin_the_intact_repository_restores(big_repo, settings_factory):
+    from pytest_pgrestore.restore._restorer import Restorer
+
+    repo, stanza, _stored, _entry = big_repo
+    with Restorer(settings_factory(f"file://{repo}?stanza={stanza}", "immediate")).restore() as inst:
+        with inst.connect() as conn:
+            assert conn.execute("select count(*) from big").fetchone()[0] == 150000
+
+
 def _decode_into(path: Path, limit: int, label: str, out: Path) -> str:
     digest = hashlib.sha1()
     with path.open("rb") as raw, open_codec(raw, "zst", label=label, limit=limit) as stream, out.open("wb") as dst:
