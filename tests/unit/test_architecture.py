@@ -168,3 +168,13 @@ def test_what_is_internal_is_named_so():
     assert named == []
     for name in pytest_pgrestore.__all__:
         assert getattr(pytest_pgrestore, name) is not None, name
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest (rootdir conftest, no packages) imports test modules by basename: two files of one
+    name in different folders fail the whole run's collection ('import file mismatch')."""
+    from collections import Counter
+
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(p.name for p in tests.rglob("test_*.py"))
+    assert [n for n, c in names.items() if c > 1] == []
