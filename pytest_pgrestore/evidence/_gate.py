@@ -19,7 +19,7 @@ from typing import Any
 
 from .._fmt import option_duration
 from ..errors import UsageError
-from ..settings._options import parse_source
+from ..settings._options import SourceIdentity, parse_source, source_identity
 from ._record import SCHEMA_VERSION, passed
 
 __all__ = ["Evidence", "GateResult", "load", "decide", "evidence_location"]
@@ -92,14 +92,27 @@ def decide(docs: Iterable[Evidence], *, source: str, max_age: float, now: dateti
            target_kinds: Iterable[str] = (), max_rto: float | None = None,
            max_rpo: float | None = None) -> GateResult:
     now = now or datetime.now(timezone.utc)
-    want = parse_source(source, origin="--source").describe()
+    want = source_identity(source, origin="--source")
     found: list[tuple[Evidence, dict[str, Any]]] = []
     sources = set()
+    selectors: set[str] = set()  # of the asked base, when the asked source names none
     for ev in docs:
         for rec in ev.doc.get("restores", []):
             sources.add(str(rec.get("source")))
-            if rec.get("source") == want:
+            have = _identity(rec.get("source"))
+            if have is not None and (have == want or (not want.selector and have.base == want.base)):
                 found.append((ev, rec))
+                if have.selector:
+                    selectors.add(have.selector)
+    if len(selectors) > 1:  # several stanzas (servers) of the one repository: which one is meant?
+        named = sorted(f"{want.base}?{sel}" for sel in selectors)
+        keys = {sel.partition("=")[0] for sel in selectors}
+        raise UsageError(f"--source {want.text} is ambiguous: the evidence holds drills of several "
+                         f"{'/'.join(sorted(keys))}s of it: " + ", ".join(named),
+                         checked="the evidence records' sources",
+                         fix=f"name one, e.g. --source {named[0]}")
+    if selectors:  # the drill resolved the only stanza (server): name it
+        want = SourceIdentity(want.base, selectors.pop())
     if not found:
         seen = ", ".join(sorted(sources)) or "none"
         return GateResult(False, [f"no drill evidence for {want} (sources in the evidence: {seen})"])
@@ -118,6 +131,16 @@ def decide(docs: Iterable[Evidence], *, source: str, max_age: float, now: dateti
         result.reasons.append(reason)
         result.records.append({"where": ev.where, "finished_at": ev.doc["run"]["finished_at"], **_brief(rec)})
     return result
+
+
+def _identity(text: Any) -> SourceIdentity | None:
+    """A record's source identity; None when it has none (a run that failed before it had a source)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return source_identity(text, origin="the evidence record")
+    except UsageError:
+        return None
 
 
 def _judge(ev: Evidence, rec: Mapping[str, Any], what: str, *, now: datetime, max_age: float,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from .._fmt import option_duration, redact_userinfo
@@ -34,9 +34,11 @@ __all__ = [
     "OptionSpec",
     "Settings",
     "Source",
+    "SourceIdentity",
     "parse_duration",
     "parse_source",
     "resolve_settings",
+    "source_identity",
 ]
 
 #: WAL-G's (and WAL-E's) own variables, consulted for the source after every layer of ours.
@@ -118,6 +120,36 @@ def parse_source(text: str, *, origin: str) -> Source:
     if scheme == "file":
         return _file_url_source(rest, raw, origin)
     raise _unsupported_scheme(scheme, origin)
+
+
+class SourceIdentity(NamedTuple):
+    """One source's canonical identity, shared by the evidence record, the catalog and the gate:
+    ``base`` is the store (``s3://BUCKET/PREFIX`` — no leading, trailing or doubled ``/`` in the
+    prefix — or ``file://`` + the absolute, normalised, %-quoted path) and ``selector`` the
+    ``stanza=NAME`` / ``server=NAME`` in use ("" when none was named nor resolved)."""
+
+    base: str
+    selector: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.base + (f"?{self.selector}" if self.selector else "")
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def source_identity(source: str | Source, *, origin: str = "source") -> SourceIdentity:
+    """The canonical identity of a source URL or path (see :class:`SourceIdentity`):
+    ``s3://b//p/``, ``s3://b/p`` and ``s3://b/p/`` are one source; so are ``/srv/a b``,
+    ``file:/srv/a b/`` and ``file:///srv/a%20b``.  A malformed one raises :class:`UsageError`."""
+    src = source if isinstance(source, Source) else parse_source(source, origin=origin)
+    if src.scheme == "s3":
+        prefix = "/".join(part for part in src.prefix.split("/") if part)
+        base = f"s3://{src.bucket}" + (f"/{prefix}" if prefix else "")
+    else:
+        base = dataclasses.replace(src, selector={}).describe()
+    return SourceIdentity(base, "".join(f"{key}={value}" for key, value in src.selector.items()))
 
 
 def _source_error(problem: str, origin: str, fix: str) -> UsageError:

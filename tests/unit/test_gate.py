@@ -11,6 +11,7 @@ from pytest_pgrestore.cli._main import main
 from pytest_pgrestore.errors import UsageError
 from pytest_pgrestore.evidence import _record as evidence
 from pytest_pgrestore.evidence._gate import Evidence, decide, evidence_location
+from pytest_pgrestore.settings._options import source_identity
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 SOURCE = "s3://backups/pg/main"
@@ -115,3 +116,122 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main([*args, "--max-age", "seven days"]) == 4
     assert main(["gate", "--evidence", "s3://backups/ev", "--source", SOURCE, "--max-age", "7d"]) == 4
     assert "is the backup source's bucket" in capsys.readouterr().err
+
+
+# -- one identity of a source (issue 20): the record, the catalog and the gate agree ----------------
+@pytest.mark.parametrize(("text", "identity"), [
+    ("s3://b-1/p", "s3://b-1/p"),
+    ("s3://b-1/p/", "s3://b-1/p"),
+    ("s3://b-1//p", "s3://b-1/p"),
+    ("s3://b-1/a//p//", "s3://b-1/a/p"),
+    ("S3://b-1/p", "s3://b-1/p"),
+    ("s3://b-1", "s3://b-1"),
+    ("s3://b-1/", "s3://b-1"),
+    ("s3://b-1/p?stanza=main", "s3://b-1/p?stanza=main"),
+    ("s3://b-1/p/?server=pg-1", "s3://b-1/p?server=pg-1"),
+    ("file:///srv/pg", "file:///srv/pg"),
+    ("/srv/pg", "file:///srv/pg"),
+    ("/srv/pg/", "file:///srv/pg"),
+    ("file:/srv/pg", "file:///srv/pg"),
+    ("file://localhost/srv//pg/", "file:///srv/pg"),
+    ("/srv/a b", "file:///srv/a%20b"),
+    ("file:///srv/a%20b/", "file:///srv/a%20b"),
+    ("/srv/pg?stanza=main", "file:///srv/pg?stanza=main"),
+])
+def test_every_spelling_of_a_source_has_one_identity(text, identity):
+    assert source_identity(text).text == identity
+    assert source_identity(identity) == source_identity(text)  # the canonical form is a fixed point
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    ("s3://b-1/p", "s3://b-1/q"),
+    ("s3://b-1/p", "s3://b-2/p"),
+    ("s3://b-1/p", "s3://b-1/p/q"),
+    ("s3://b-1/p?stanza=main", "s3://b-1/p?stanza=other"),
+    ("s3://b-1/p?stanza=main", "s3://b-1/p?server=main"),
+    ("s3://b-1/p", "s3://b-1/p?stanza=main"),
+    ("/srv/pg", "s3://srv/pg"),
+    ("/srv/a b", "file:///srv/a%2520b"),
+])
+def test_different_sources_keep_different_identities(one, other):
+    assert source_identity(one) != source_identity(other)
+
+
+def test_a_malformed_source_has_no_identity():
+    with pytest.raises(UsageError, match="invalid restore source"):
+        source_identity("s3:/b-1/p")
+
+
+@pytest.mark.parametrize("recorded", ["s3://backups/pg/main", "s3://backups/pg/main/", "s3://backups//pg/main"])
+def test_a_record_matches_the_source_however_spelled(recorded):
+    result = gate(run(record(source=recorded)))
+    assert result.ok, result.reasons
+    assert result.reasons[0].startswith(f"PASS: a drill of {SOURCE} passed")
+    assert not gate(run(record(source="s3://backups/pg/main/x"))).ok  # twin: a folder under it is another
+
+
+def test_a_bare_source_matches_the_drill_that_resolved_the_only_stanza():
+    result = gate(run(record(source=SOURCE + "?stanza=main")))
+    assert result.ok, result.reasons
+    assert result.reasons[0].startswith(f"PASS: a drill of {SOURCE}?stanza=main passed")
+    # twin: the newest such drill failed, and the gate says so naming the stanza
+    result = gate(run(record(source=SOURCE + "?stanza=main"), age=timedelta(days=2)),
+                  run(record(source=SOURCE + "/?stanza=main", outcome="TRUNCATED", passed=False), where="new.json"))
+    assert not result.ok and result.reasons[0].startswith(f"FAIL: the newest drill of {SOURCE}?stanza=main failed")
+
+
+def test_a_bare_destination_matches_the_drill_that_resolved_the_only_server():
+    assert gate(run(record(source=SOURCE + "?server=pg-1"))).ok
+    assert not gate(run(record(source="s3://backups/pg?server=main"))).ok  # twin: the selector is not the prefix
+
+
+def test_a_named_stanza_matches_only_its_own_records():
+    docs = [run(record(source=SOURCE + "?stanza=main"))]
+    assert decide(docs, source=SOURCE + "?stanza=main", max_age=WEEK, now=NOW).ok
+    result = decide(docs, source=SOURCE + "?stanza=other", max_age=WEEK, now=NOW)
+    assert not result.ok
+    assert result.reasons == [f"no drill evidence for {SOURCE}?stanza=other "
+                              f"(sources in the evidence: {SOURCE}?stanza=main)"]
+    # a record without the selector (a WAL-G source) does not answer for a named stanza either
+    assert not decide([run(record())], source=SOURCE + "?stanza=main", max_age=WEEK, now=NOW).ok
+
+
+def test_a_bare_source_with_drills_of_two_stanzas_is_ambiguous():
+    docs = [run(record(source=SOURCE + "?stanza=main")),
+            run(record(source=SOURCE + "/?stanza=reports"), where="other.json")]
+    with pytest.raises(UsageError) as info:
+        gate(*docs)
+    message = str(info.value)
+    assert f"--source {SOURCE} is ambiguous" in message and "several stanzas" in message
+    assert f"{SOURCE}?stanza=main, {SOURCE}?stanza=reports" in message
+    assert f"fix: name one, e.g. --source {SOURCE}?stanza=main" in message
+    # twin: naming one of them decides from its records alone
+    assert decide(docs, source=SOURCE + "?stanza=reports", max_age=WEEK, now=NOW).ok
+    # and records of another repository's stanzas do not make this one ambiguous
+    other = run(record(source="s3://backups/pg/other?stanza=reports"), where="third.json")
+    assert gate(docs[0], other).ok
+
+
+def test_the_command_refuses_an_ambiguous_source_as_a_usage_error(tmp_path, capsys):
+    for name, stanza in (("a.json", "main"), ("b.json", "reports")):
+        doc = run(record(source=f"{SOURCE}?stanza={stanza}")).doc
+        doc["run"]["finished_at"] = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+        write(tmp_path, name, doc)
+    args = ["gate", "--evidence", str(tmp_path), "--max-age", "7d", "--source"]
+    assert main([*args, SOURCE + "/"]) == 4
+    err = capsys.readouterr().err
+    assert "usage error" in err and "is ambiguous" in err and f"{SOURCE}?stanza=reports" in err
+    assert main([*args, SOURCE + "?stanza=main"]) == 0  # twin
+    assert f"PASS: a drill of {SOURCE}?stanza=main" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("recorded", ["file:///srv/pg%20x?stanza=main", "/srv/pg x/?stanza=main"])
+def test_file_sources_match_however_spelled(recorded):
+    for asked in ("/srv/pg x", "file:///srv/pg%20x/", "file:/srv/pg x"):
+        assert decide([run(record(source=recorded))], source=asked, max_age=WEEK, now=NOW).ok, asked
+    assert not decide([run(record(source=recorded))], source="/srv/pg", max_age=WEEK, now=NOW).ok  # twin
+
+
+def test_a_record_without_a_source_is_no_match():
+    result = gate(run(record(source=None)), run(record(source="not a url"), where="b.json"))
+    assert not result.ok and result.reasons[0].startswith(f"no drill evidence for {SOURCE}")
