@@ -7,14 +7,24 @@ Scenario: demo schema, commits ``c0`` → backup b1 (gzip) → ``c1`` → ``rp_b
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from it_support import our_postgres_processes, run_dirs
-from tool_support import BarmanCloud, ToolScenario, barman_source, history, self_signed_cert
+from tool_support import (
+    BarmanCloud,
+    ToolScenario,
+    barman_source,
+    drill_with_report,
+    gate_cli,
+    history,
+    self_signed_cert,
+)
 
 from pytest_pgrestore.demo._seaweed import SeaweedS3
 from pytest_pgrestore.errors import FormatError, PreflightError
@@ -141,6 +151,27 @@ def test_same_drill_files_pass_unchanged(barman, workroot):
         cwd=drills.parent, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " failed" not in proc.stdout and "skipped" not in proc.stdout
+
+
+def test_gate_passes_a_bare_destination_whose_drill_resolved_the_only_server(barman, workroot):
+    """issue 20: the drill of the bare destination records ``…?server=pg``; ``pgrestore gate`` asked
+    with the bare destination finds it; twin: a newer failing drill of it fails the gate."""
+    evidence = workroot / "barman-gate-evidence"
+    shutil.rmtree(evidence, ignore_errors=True)
+    evidence.mkdir()
+    env = {**barman.env, "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    proc = drill_with_report(barman, workroot, barman.url + "/", "latest", evidence / "drill-1.json", env)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert json.loads((evidence / "drill-1.json").read_text())["restores"][0]["source"] == f"{barman.url}?server=pg"
+    gate = gate_cli(evidence, barman.url)
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert f"PASS: a drill of {barman.url}?server=pg passed" in gate.stdout
+    # twin: a newer drill of the same destination, its target past the archive, fails
+    proc = drill_with_report(barman, workroot, barman.url, "lsn:FF/0", evidence / "drill-2.json", env)
+    assert proc.returncode != 0, proc.stdout[-4000:]
+    gate = gate_cli(evidence, barman.url)
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert f"FAIL: the newest drill of {barman.url}?server=pg failed" in gate.stderr and "drill-2.json" in gate.stderr
 
 
 # -- twins ----------------------------------------------------------------------------------------

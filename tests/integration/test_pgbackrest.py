@@ -8,6 +8,7 @@ The posix repo then gets more full/incr backups, one per compression type.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,16 @@ from pathlib import Path
 
 import pytest
 from it_support import our_postgres_processes, run_dirs
-from tool_support import PgBackRest, ToolScenario, chown_tree, history, pgbackrest_source, self_signed_cert
+from tool_support import (
+    PgBackRest,
+    ToolScenario,
+    chown_tree,
+    drill_with_report,
+    gate_cli,
+    history,
+    pgbackrest_source,
+    self_signed_cert,
+)
 
 from pytest_pgrestore.demo._seaweed import SeaweedS3
 from pytest_pgrestore.errors import CorruptBackup, FormatError, PreflightError, RestoreFailed
@@ -150,6 +160,31 @@ def test_s3_same_drill_files_pass_unchanged(pgbr_s3, workroot):
         cwd=drills.parent, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " failed" not in proc.stdout and "skipped" not in proc.stdout
+
+
+def test_gate_passes_a_bare_source_whose_drill_resolved_the_only_stanza(pgbr_posix, workroot):
+    """issue 20: the drill records ``…?stanza=main`` (the catalog picked the only stanza); the gate
+    asked with the bare source (another spelling of it, even) finds it; twin: a newer failing drill
+    of the same bare source makes the same gate fail, naming it."""
+    repo = pgbr_posix.extra["repo"]
+    evidence = workroot / "gate-evidence"
+    shutil.rmtree(evidence, ignore_errors=True)
+    evidence.mkdir()
+    proc = drill_with_report(pgbr_posix, workroot, f"file://{repo}", "latest", evidence / "drill-1.json")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    recorded = json.loads((evidence / "drill-1.json").read_text())["restores"][0]["source"]
+    assert recorded == f"file://{repo}?stanza=main"
+    for asked in (f"file://{repo}", f"{repo}/"):
+        gate = gate_cli(evidence, asked)
+        assert gate.returncode == 0, gate.stdout + gate.stderr
+        assert f"PASS: a drill of file://{repo}?stanza=main passed" in gate.stdout
+    # twin: a newer drill of the same bare source, its target past the archive, fails
+    proc = drill_with_report(pgbr_posix, workroot, f"{repo}/", "lsn:FF/0", evidence / "drill-2.json")
+    assert proc.returncode != 0, proc.stdout[-4000:]
+    gate = gate_cli(evidence, f"file://{repo}")
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert f"FAIL: the newest drill of file://{repo}?stanza=main failed" in gate.stderr
+    assert "drill-2.json" in gate.stderr
 
 
 # -- posix repo: every codec, full/diff/incr ----------------------------------------------------

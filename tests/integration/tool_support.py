@@ -19,6 +19,7 @@ import pwd
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -385,3 +386,29 @@ def history(src: ToolSource, take_backup, *, second: str = "incr", tablespace: P
     sc.commits["c2"] = src.commit_rows(3)
     src.switch_wal()
     return sc
+
+
+def drill_with_report(sc: ToolScenario, workroot: Path, source: str, target: str, report: Path,
+                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """An inner pytest run of one drill (the rows of ``sc`` are back) against ``source``, its
+    evidence record (``--restore-report``) at ``report`` (issue 20: the gate reads it)."""
+    cwd = workroot / "gate-drill"
+    cwd.mkdir(exist_ok=True)
+    (cwd / "test_gate_drill.py").write_text(
+        f"def test_rows(restored_db):\n    assert restored_db.execute('select count(*) from t')"
+        f".fetchone()[0] == {sc.total_rows}\n")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PGRESTORE_", "WALG_", "PYTEST_"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(cwd / "test_gate_drill.py"),
+         f"--restore-source={source}", f"--restore-target={target}", f"--restore-report={report}",
+         f"--restore-workdir={workroot / 'runs'}"],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+def gate_cli(evidence: Path, source: str) -> subprocess.CompletedProcess:
+    """``pgrestore gate --evidence EVIDENCE --source SOURCE --max-age 1d``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PGRESTORE_", "WALG_"))}
+    return subprocess.run([sys.executable, "-m", "pytest_pgrestore.cli", "gate", "--evidence", str(evidence),
+                           "--source", source, "--max-age", "1d"], capture_output=True, text=True, env=env,
+                          timeout=120)
