@@ -235,3 +235,14 @@ def test_file_sources_match_however_spelled(recorded):
 def test_a_record_without_a_source_is_no_match():
     result = gate(run(record(source=None)), run(record(source="not a url"), where="b.json"))
     assert not result.ok and result.reasons[0].startswith(f"no drill evidence for {SOURCE}")
+
+
+def test_a_newer_pass_of_another_kind_does_not_hide_a_failing_latest():
+    """Issue 20's acceptance: with --target-kind latest, a failing `latest` drill blocks even when a
+    newer drill of another kind (a PITR to a time) passed after it."""
+    docs = [run(record(kind="latest", outcome="TRUNCATED", passed=False), age=timedelta(hours=3), where="latest.json"),
+            run(record(kind="time"), age=timedelta(hours=1), where="time.json")]
+    result = gate(*docs, target_kinds=["latest"])
+    assert not result.ok
+    assert "target kind latest" in result.reasons[0] and "TRUNCATED" in result.reasons[0]
+    assert gate(*docs, target_kinds=["time"]).ok  # twin: the kind that passed, asked for alone
