@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from ..errors import PgRestoreError, PreflightError
 from ..formats._catalog import Backup, Catalog, WalArchive
-from ..formats._wal import segment_name, segno_of
+from ..formats._wal import segment_name
 from ..settings._target import RestoreTarget, format_lsn
 from ._result import Outcome
 

@@ -93,7 +93,7 @@ class LocalServer:
     def stop(self, *, timeout: float = 30.0) -> None:
         """Fast shutdown, then immediate, then SIGKILL — asked of the supervisor, which ends every
         process the copy started before it exits.  Returns once the supervisor is gone."""
-        for sig, wait in zip(_STOP_SIGNALS, (timeout, 5.0, 5.0)):
+        for sig, wait in zip(_STOP_SIGNALS, (timeout, 5.0, 5.0), strict=True):
             if self.process.poll() is not None:
                 return
             try:

@@ -260,7 +260,7 @@ def test_a_latin1_byte_in_backup_labels_label_restores(bb_copy, pg15, settings_f
 def test_twin_a_label_without_its_start_location_is_not_chosen(bb_copy, pg15, settings_factory):
     """Twin: the same rewrite, but the START WAL LOCATION line gone — the backup cannot be placed,
     so it is listed as unfinished and never chosen; latest restores the one before."""
-    b1, b2 = pg15.backups["b1"].name, pg15.backups["b2"].name
+    b2 = pg15.backups["b2"].name
     for b in ("b1", "b2"):
         (bb_copy / "basebackups" / pg15.backups[b].name / "backup_manifest").unlink()
     for history in (bb_copy / "wal").rglob("*.backup*"):  # nothing else may tell where b2 starts

@@ -36,8 +36,7 @@ def backup_with_rls(workroot):
             conn.execute("CREATE SCHEMA app AUTHORIZATION owner_role")
             conn.execute("CREATE TABLE app.secrets (id int, visible bool)")
             conn.execute("ALTER TABLE app.secrets OWNER TO owner_role")
-            conn.execute("INSERT INTO app.secrets SELECT i, i <= %s FROM generate_series(1, %s) i"
-                         % (VISIBLE, ROWS))
+            conn.execute(f"INSERT INTO app.secrets SELECT i, i <= {VISIBLE} FROM generate_series(1, {ROWS}) i")
             conn.execute("ALTER TABLE app.secrets ENABLE ROW LEVEL SECURITY")
             conn.execute("ALTER TABLE app.secrets FORCE ROW LEVEL SECURITY")
             conn.execute("CREATE POLICY only_visible ON app.secrets FOR SELECT USING (visible)")

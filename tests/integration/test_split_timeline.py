@@ -10,9 +10,9 @@ WAL) still follows timeline 2 and is REACHED.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -206,10 +206,10 @@ def test_a_split_that_appears_while_the_drill_replays_fails_it(split, workroot, 
     (which looked like a clean failover at plan time): what replay reached is not latest any more.
     Before, the verdict's fresh listing only moved the archive's end: REACHED with c1 and without
     p5..p8."""
-    from pytest_pgrestore.restore._instance import Hooks
-    from pytest_pgrestore.errors import RestoreFailed
-
     import threading
+
+    from pytest_pgrestore.errors import RestoreFailed
+    from pytest_pgrestore.restore._instance import Hooks
 
     repo, hidden, aside = late_split(split, workroot / "split-late")
     arrived: list[bool] = []

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_pgrestore._fmt import (decimal_bytes, human_bytes, human_duration, option_duration, redact_userinfo,
-                                   short_duration)
+from pytest_pgrestore._fmt import (
+    decimal_bytes,
+    human_bytes,
+    human_duration,
+    option_duration,
+    redact_userinfo,
+    short_duration,
+)
 from pytest_pgrestore.settings._options import parse_duration
 
 
