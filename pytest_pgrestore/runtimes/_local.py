@@ -253,19 +253,11 @@ def _spawn(launch: dict[str, Any], run_dir: Path) -> subprocess.Popen:
 def find_postmaster(supervisor: int, server_uid: int) -> int | None:
     """The first process of ``server_uid`` below ``supervisor`` (breadth first, through
     ``/proc/<pid>/task/<tid>/children``): the postmaster, whose children come after it."""
+    from ._supervise import children
+
     todo = [supervisor]
     while todo:
-        level: list[int] = []
-        for pid in todo:
-            try:
-                tasks = os.listdir(f"/proc/{pid}/task")
-            except OSError:
-                continue
-            for tid in tasks:
-                try:
-                    level += [int(k) for k in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-                except (OSError, ValueError):
-                    continue
+        level = [kid for pid in todo for kid in children(pid)]
         for pid in level:
             try:
                 if os.stat(f"/proc/{pid}").st_uid == server_uid and pid != supervisor \

@@ -299,24 +299,30 @@ class Supervisor:
                 shutil.rmtree(path, ignore_errors=True)
 
 
+def children(pid: int) -> list[int]:
+    """The children of ``pid``, from ``/proc/<pid>/task/<tid>/children`` (none once it is gone)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    kids: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return kids
+
+
 def _descendants(root: int) -> list[int]:
-    """Every descendant of ``root`` (from /proc/<pid>/task/<tid>/children), parents first."""
+    """Every descendant of ``root``, parents first."""
     found: list[int] = []
     todo = [root]
     while todo:
-        pid = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except (OSError, ValueError):
-                continue
-            found.extend(kids)
-            todo.extend(kids)
+        kids = children(todo.pop())
+        found.extend(kids)
+        todo.extend(kids)
     return found
 
 

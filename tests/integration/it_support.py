@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,3 +92,13 @@ def postmaster_of(run_dir: Path, pgdata: Path | None = None) -> int | None:
     except (OSError, ValueError):
         return None
     return find_postmaster(supervisor, server_uid)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    """Poll ``predicate`` every 50 ms until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from bomb_support import MiB, Zeros
 from it_support import copy_repo, run_dirs
 
 from pytest_pgrestore.errors import CorruptBackup, RestoreFailed
@@ -32,22 +33,7 @@ from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 
-MiB = 1 << 20
 BOMB_MEMBERS, BOMB_EACH = 256, 8 * MiB  # 2 GiB of zeros
-
-
-class _Zeros(io.RawIOBase):
-    def __init__(self, n: int) -> None:
-        self.left = n
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        n = min(len(buf), self.left)
-        buf[:n] = bytes(n)
-        self.left -= n
-        return n
 
 
 def _rewrite_zst(base_tar: Path, *, first: list[tuple[tarfile.TarInfo, object]] = (), bomb: bool = False) -> Path:
@@ -68,7 +54,7 @@ def _rewrite_zst(base_tar: Path, *, first: list[tuple[tarfile.TarInfo, object]] 
             for i in range(BOMB_MEMBERS):
                 info = tarfile.TarInfo(f"base/5/{900000 + i}")
                 info.size, info.mode = BOMB_EACH, 0o600
-                out.addfile(info, _Zeros(BOMB_EACH))
+                out.addfile(info, Zeros(BOMB_EACH))
     base_tar.unlink()
     return out_path
 

@@ -25,12 +25,11 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
-from it_support import our_postgres_processes
+from it_support import our_postgres_processes, wait_for
 
 from pytest_pgrestore.demo._source import SourceCluster
 from pytest_pgrestore.restore._restorer import Restorer
@@ -90,15 +89,6 @@ def sleepers(tag: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 def canary_state(canary: Path) -> tuple:

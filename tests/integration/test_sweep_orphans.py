@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from it_support import our_postgres_processes, postmaster_of
+from it_support import our_postgres_processes, postmaster_of, wait_for
 
 from pytest_pgrestore.restore._rundir import list_run_dirs, sweep_stale
 
@@ -44,15 +43,6 @@ def pids_with(needle: str) -> list[int]:
         except OSError:
             pass
     return found
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 def start_harness(pg15, workroot, mode: str):

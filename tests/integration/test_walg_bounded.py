@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from bomb_support import MiB, Zeros
 
 from pytest_pgrestore.errors import CorruptBackup
 from pytest_pgrestore.restore._diskcheck import Need, _object_keys, backup_size, reservation
@@ -33,22 +34,7 @@ from pytest_pgrestore.restore._restorer import Restorer
 
 pytestmark = pytest.mark.integration
 
-MiB = 1 << 20
 BOMB_MEMBERS, BOMB_EACH = 256, 8 * MiB
-
-
-class _Zeros(io.RawIOBase):
-    def __init__(self, n: int) -> None:
-        self.left = n
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        n = min(len(buf), self.left)
-        buf[:n] = bytes(n)
-        self.left -= n
-        return n
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +81,7 @@ def _rewrite_part(out: Path, name: str, *, bomb: bool) -> tuple[Path, int]:
             for m in relations[:BOMB_MEMBERS]:
                 info = tarfile.TarInfo(m.name)
                 info.size, info.mode = BOMB_EACH, 0o600
-                out_tar.addfile(info, _Zeros(BOMB_EACH))
+                out_tar.addfile(info, Zeros(BOMB_EACH))
     part.write_bytes(buf.getvalue())
     return part, declared
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from bomb_support import MiB, Zeros
 
 from pytest_pgrestore.errors import CorruptBackup
 from pytest_pgrestore.formats._codecs import extract_tar, open_decompressed
@@ -25,8 +26,6 @@ from pytest_pgrestore.formats._walg_tar import LevelFilter, extract_walg_tar
 from pytest_pgrestore.restore._diskcheck import Need, reservation
 from pytest_pgrestore.restore._spool import WalSpool, write_wrapper
 from pytest_pgrestore.store._local import LocalStore
-
-MiB = 1 << 20
 
 
 def make_tar(*members: tuple[str, str, object]) -> bytes:
@@ -40,7 +39,7 @@ def make_tar(*members: tuple[str, str, object]) -> bytes:
             if kind == "f":
                 if isinstance(data, int):
                     info.size = data
-                    tar.addfile(info, _Zeros(data))
+                    tar.addfile(info, Zeros(data))
                 else:
                     assert isinstance(data, bytes)
                     info.size = len(data)
@@ -52,20 +51,6 @@ def make_tar(*members: tuple[str, str, object]) -> bytes:
                 info.type, info.linkname = tarfile.SYMTYPE, str(data)
                 tar.addfile(info)
     return buf.getvalue()
-
-
-class _Zeros(io.RawIOBase):
-    def __init__(self, n: int) -> None:
-        self.left = n
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        n = min(len(buf), self.left)
-        buf[:n] = bytes(n)
-        self.left -= n
-        return n
 
 
 def zst(data: bytes) -> bytes:
@@ -81,7 +66,7 @@ def zst_bomb_tar(members: int, each: int) -> bytes:
             for i in range(members):
                 info = tarfile.TarInfo(f"base/1/{16384 + i}")
                 info.size, info.mode = each, 0o600
-                tar.addfile(info, _Zeros(each))
+                tar.addfile(info, Zeros(each))
     return out.getvalue()
 
 
